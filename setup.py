@@ -1,12 +1,14 @@
 """Installs stackgan-jax: StackGAN text-to-image synthesis in JAX/Flax."""
 
+import pathlib
+
 from setuptools import find_packages, setup
 
 setup(
     name="stackgan-jax",
     version="0.1.0",
     description="StackGAN (Zhang et al., ICCV 2017) text-to-image synthesis in JAX/Flax",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=(pathlib.Path(__file__).parent / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11",

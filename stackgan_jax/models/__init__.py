@@ -1,0 +1,90 @@
+"""StackGAN networks for both reference architectures, built from a model config.
+
+`config` below is the `model` block of a training config: `arch` ('tf' | 'pytorch'),
+`text_dim`, `z_dim`, `condition_dim`, `gf_dim`, `df_dim`, `num_residual`, `dtype`.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from stackgan_jax.models.stage1 import (
+    Discriminator,
+    Stage1GeneratorPyTorch,
+    Stage1GeneratorTF,
+    stage1_discriminator,
+)
+from stackgan_jax.models.stage2 import Stage2Generator, stage2_discriminator
+
+ARCHS = ("tf", "pytorch")
+IMAGE_SIZE = {1: 64, 2: 256}
+
+
+def _check_arch(arch: str) -> None:
+    if arch not in ARCHS:
+        raise ValueError(f"model.arch must be one of {ARCHS}, got {arch!r}")
+
+
+def stage1_generator(config: Any) -> nn.Module:
+    """The Stage-I generator: (embedding, z, ε, train) → (64×64 image, μ, log σ²)."""
+    _check_arch(config.arch)
+    cls = Stage1GeneratorTF if config.arch == "tf" else Stage1GeneratorPyTorch
+    return cls(config.gf_dim, config.condition_dim, jnp.dtype(config.dtype))
+
+
+def stage2_generator(config: Any) -> nn.Module:
+    """The Stage-II generator: (Stage-I image, embedding, ε, train) → (256×256 image, μ, log σ²)."""
+    _check_arch(config.arch)
+    return Stage2Generator(
+        config.gf_dim,
+        config.condition_dim,
+        config.num_residual,
+        config.arch,
+        jnp.dtype(config.dtype),
+    )
+
+
+def generator(config: Any, stage: int) -> nn.Module:
+    """The trainable generator of `stage` (1 or 2)."""
+    return stage1_generator(config) if stage == 1 else stage2_generator(config)
+
+
+def discriminator(config: Any, stage: int) -> Discriminator:
+    """The discriminator of `stage` (1 or 2) for `config.arch`."""
+    _check_arch(config.arch)
+    build = stage1_discriminator if stage == 1 else stage2_discriminator
+    return build(config.arch, config.df_dim, config.condition_dim, jnp.dtype(config.dtype))
+
+
+def discriminator_condition_dim(config: Any) -> int:
+    """Width of D's condition: the raw embedding (`tf`) or the CA mean μ (`pytorch`)."""
+    return config.text_dim if config.arch == "tf" else config.condition_dim
+
+
+def generator_inputs(config: Any, stage: int, batch: int) -> tuple[jax.Array, ...]:
+    """Zero inputs with the generator's shapes, for initialisation and shape evaluation."""
+    embedding = jnp.zeros((batch, config.text_dim))
+    noise = jnp.zeros((batch, config.condition_dim))
+    if stage == 1:
+        return embedding, jnp.zeros((batch, config.z_dim)), noise
+    return jnp.zeros((batch, IMAGE_SIZE[1], IMAGE_SIZE[1], 3)), embedding, noise
+
+
+def discriminator_inputs(config: Any, stage: int, batch: int) -> tuple[jax.Array, ...]:
+    """Zero inputs with the discriminator's shapes, for initialisation and shape evaluation."""
+    size = IMAGE_SIZE[stage]
+    return jnp.zeros((batch, size, size, 3)), jnp.zeros(
+        (batch, discriminator_condition_dim(config))
+    )
+
+
+def init_variables(module: nn.Module, key: jax.Array, inputs: tuple[jax.Array, ...]) -> Any:
+    """`{'params', 'batch_stats'}` of `module` for `inputs` (in training mode)."""
+    return module.init(key, *inputs, train=True)
+
+
+def parameter_count(variables: Any) -> int:
+    """Number of scalars in `variables['params']` (works on arrays and ShapeDtypeStructs)."""
+    return sum(int(x.size) for x in jax.tree.leaves(variables["params"]))

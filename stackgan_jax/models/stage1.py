@@ -1,0 +1,215 @@
+"""Stage-I networks (64×64), one class per reference architecture (spec §3–§4)."""
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from stackgan_jax.models.ca import ConditioningAugmentation
+from stackgan_jax.models.layers import (
+    DENSE_INIT,
+    Array,
+    BottleneckResidual,
+    ConvBlock,
+    DType,
+    LogitConv,
+    UpBlock,
+    UpsampleConv,
+    batch_norm,
+    conv_init,
+    down_block,
+    leaky_relu,
+    tile_condition,
+)
+
+
+class Stage1GeneratorTF(nn.Module):
+    """The paper's TensorFlow Stage-I generator (spec §3.1); returns (image, μ, log σ²).
+
+    | layer                                   | output       |
+    |-----------------------------------------|--------------|
+    | CA(embedding) ⊕ z  ([ĉ, z])             | c + z        |
+    | FC (bias) → 4·4·8gf, BN (no ReLU)        | 4×4×8gf      |
+    | bottleneck residual (ReLU)              | 4×4×8gf      |
+    | up → 4gf, BN (no ReLU)                  | 8×8×4gf      |
+    | bottleneck residual (ReLU)              | 8×8×4gf      |
+    | up → 2gf, BN, ReLU                      | 16×16×2gf    |
+    | up → gf, BN, ReLU                       | 32×32×gf     |
+    | up → 3, tanh                            | 64×64×3      |
+    """
+
+    gf_dim: int
+    condition_dim: int
+    dtype: DType = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self, embedding: Array, z: Array, ca_noise: Array, train: bool
+    ) -> tuple[Array, Array, Array]:
+        init, dt = conv_init("tf"), self.dtype
+        condition, mu, logvar = ConditioningAugmentation(self.condition_dim, "tf", dt, name="ca")(
+            embedding, ca_noise
+        )
+        h = jnp.concatenate([condition, z.astype(condition.dtype)], axis=-1)
+        h = nn.Dense(4 * 4 * 8 * self.gf_dim, kernel_init=DENSE_INIT, dtype=dt, name="fc")(h)
+        h = batch_norm(dt, name="fc_bn")(h, use_running_average=not train)
+        h = h.reshape(h.shape[0], 4, 4, 8 * self.gf_dim)
+        h = BottleneckResidual(init, nn.relu, dt, name="res4")(h, train)
+        h = UpBlock(4 * self.gf_dim, init, activation=None, dtype=dt, name="up8")(h, train)
+        h = BottleneckResidual(init, nn.relu, dt, name="res8")(h, train)
+        h = UpBlock(2 * self.gf_dim, init, dtype=dt, name="up16")(h, train)
+        h = UpBlock(self.gf_dim, init, dtype=dt, name="up32")(h, train)
+        h = UpsampleConv(3, init, dt, name="to_image")(h)
+        return jnp.tanh(h), mu, logvar
+
+
+class Stage1GeneratorPyTorch(nn.Module):
+    """StackGAN-Pytorch's `STAGE1_G` (spec §3.2); returns (image, μ, log σ²).
+
+    | layer                                      | output       |
+    |--------------------------------------------|--------------|
+    | z ⊕ CA(embedding)  ([z, ĉ])                | z + c        |
+    | FC (no bias) → 16·8gf, BN, ReLU            | 16·8gf       |
+    | view as 8gf×4×4 (channel-major, as NCHW)   | 4×4×8gf      |
+    | up → 4gf, 2gf, gf, gf/2 (BN, ReLU each)     | 64×64×gf/2   |
+    | 3×3 conv → 3, tanh                          | 64×64×3      |
+    """
+
+    gf_dim: int
+    condition_dim: int
+    dtype: DType = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self, embedding: Array, z: Array, ca_noise: Array, train: bool
+    ) -> tuple[Array, Array, Array]:
+        init, dt, ngf = conv_init("pytorch"), self.dtype, 8 * self.gf_dim
+        condition, mu, logvar = ConditioningAugmentation(
+            self.condition_dim, "pytorch", dt, name="ca"
+        )(embedding, ca_noise)
+        h = jnp.concatenate([z.astype(condition.dtype), condition], axis=-1)
+        h = nn.Dense(16 * ngf, use_bias=False, kernel_init=DENSE_INIT, dtype=dt, name="fc")(h)
+        h = nn.relu(batch_norm(dt, name="fc_bn")(h, use_running_average=not train))
+        # The reference views the FC output as [N, C, 4, 4]; keeping that order keeps its
+        # weights loadable as they are.
+        h = h.reshape(h.shape[0], ngf, 4, 4).transpose(0, 2, 3, 1)
+        for i, features in enumerate((ngf // 2, ngf // 4, ngf // 8, ngf // 16)):
+            h = UpBlock(features, init, dtype=dt, name=f"up{8 << i}")(h, train)
+        h = ConvBlock(3, 3, init, padding=1, norm=False, dtype=dt, name="to_image")(h, train)
+        return jnp.tanh(h), mu, logvar
+
+
+class Stage1EncoderTF(nn.Module):
+    """`tf` Stage-I D image encoder (spec §4.1): 64×64×3 → 4×4×8df.
+
+    Convs 3 and 4 have BN and no activation, exactly as the reference code is written.
+    """
+
+    df_dim: int
+    dtype: DType = jnp.float32
+
+    @nn.compact
+    def __call__(self, images: Array, train: bool) -> Array:
+        init, dt, df = conv_init("tf"), self.dtype, self.df_dim
+        down = dict(kernel_init=init, strides=2, padding=1, dtype=dt)
+        h = ConvBlock(df, 4, norm=False, activation=leaky_relu, name="down1", **down)(images, train)
+        h = ConvBlock(2 * df, 4, activation=leaky_relu, name="down2", **down)(h, train)
+        h = ConvBlock(4 * df, 4, name="down3", **down)(h, train)
+        h = ConvBlock(8 * df, 4, name="down4", **down)(h, train)
+        return BottleneckResidual(init, leaky_relu, dt, name="res")(h, train)
+
+
+class Stage1EncoderPyTorch(nn.Module):
+    """`pytorch` Stage-I D image encoder (spec §4.2): four down-blocks, 64×64×3 → 4×4×8df."""
+
+    df_dim: int
+    dtype: DType = jnp.float32
+
+    @nn.compact
+    def __call__(self, images: Array, train: bool) -> Array:
+        init, dt, h = conv_init("pytorch"), self.dtype, images
+        for i, mult in enumerate((1, 2, 4, 8)):
+            h = down_block(mult * self.df_dim, init, i > 0, dt, name=f"down{i + 1}")(h, train)
+        return h
+
+
+class ConditionalHeadTF(nn.Module):
+    """`tf` D head: own text FC (bias) + LReLU, tiled, concat, 1×1 conv, BN, LReLU, 4×4 logit."""
+
+    df_dim: int
+    condition_dim: int
+    dtype: DType = jnp.float32
+
+    @nn.compact
+    def __call__(self, features: Array, embedding: Array, train: bool) -> Array:
+        init, dt = conv_init("tf"), self.dtype
+        text = nn.Dense(self.condition_dim, kernel_init=DENSE_INIT, dtype=dt, name="text_fc")(
+            embedding
+        )
+        h = jnp.concatenate([features, tile_condition(leaky_relu(text), 4).astype(dt)], axis=-1)
+        h = ConvBlock(8 * self.df_dim, 1, init, activation=leaky_relu, dtype=dt, name="joint")(
+            h, train
+        )
+        return LogitConv(init, use_bias=False, dtype=dt, name="logit")(h)
+
+
+class ConditionalHeadPyTorch(nn.Module):
+    """`pytorch` D head: concat tiled μ, 3×3 conv, BN, LReLU, 4×4 stride-4 conv with bias."""
+
+    df_dim: int
+    dtype: DType = jnp.float32
+
+    @nn.compact
+    def __call__(self, features: Array, mu: Array, train: bool) -> Array:
+        init, dt = conv_init("pytorch"), self.dtype
+        h = jnp.concatenate([features, tile_condition(mu, 4).astype(dt)], axis=-1)
+        h = ConvBlock(
+            8 * self.df_dim, 3, init, padding=1, activation=leaky_relu, dtype=dt, name="joint"
+        )(h, train)
+        return LogitConv(init, use_bias=True, dtype=dt, name="logit")(h)
+
+
+class Discriminator(nn.Module):
+    """A discriminator as an image encoder plus a conditional (and optional unconditional) head.
+
+    The parts are separate methods because the references call them separately: `pytorch`
+    encodes the real images once and reuses the features for the mismatched ("wrong") pairs,
+    and every call normalises with its own batch statistics. `__call__` runs everything once
+    (for initialisation and for simple use).
+
+    The condition is the raw text embedding for `tf` (D has its own text FC) and Conditioning
+    Augmentation's μ for `pytorch`.
+    """
+
+    encoder: nn.Module
+    conditional_head: nn.Module
+    unconditional_head: nn.Module | None = None
+
+    def encode(self, images: Array, train: bool = True) -> Array:
+        """Image → [B, 4, 4, 8df] features."""
+        return self.encoder(images, train)
+
+    def conditional_logits(self, features: Array, condition: Array, train: bool = True) -> Array:
+        """Features and condition → [B] logits of "real and matching the text"."""
+        return self.conditional_head(features, condition, train)
+
+    def unconditional_logits(self, features: Array) -> Array:
+        """Features → [B] logits of "real" (Stage-II `pytorch` only)."""
+        return self.unconditional_head(features)
+
+    def __call__(
+        self, images: Array, condition: Array, train: bool = True
+    ) -> tuple[Array, Array | None]:
+        """Returns (conditional logits, unconditional logits or None)."""
+        features = self.encode(images, train)
+        unconditional = None
+        if self.unconditional_head is not None:
+            unconditional = self.unconditional_logits(features)
+        return self.conditional_logits(features, condition, train), unconditional
+
+
+def stage1_discriminator(arch: str, df_dim: int, condition_dim: int, dtype: DType) -> Discriminator:
+    """The Stage-I discriminator of `arch` (spec §4.1 / §4.2)."""
+    if arch == "tf":
+        return Discriminator(
+            Stage1EncoderTF(df_dim, dtype), ConditionalHeadTF(df_dim, condition_dim, dtype)
+        )
+    return Discriminator(Stage1EncoderPyTorch(df_dim, dtype), ConditionalHeadPyTorch(df_dim, dtype))

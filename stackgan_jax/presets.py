@@ -1,0 +1,107 @@
+"""Named presets shared by `configs/stage1.py` and `configs/stage2.py`.
+
+A preset fixes what both stages of one model must agree on: the reference architecture, the
+network widths, the dataset and the text encoder (spec §12 for how `tf` and `pytorch` differ).
+Each stage's config file adds its own batch size and schedule.
+"""
+
+import dataclasses
+import os
+
+import ml_collections
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """What both stages of a named configuration share."""
+
+    arch: str
+    dataset: str
+    text_encoder: str
+    text_dim: int
+    gf_dim: int
+    df_dim: int
+    num_residual: int
+    condition_dim: int = 128
+    z_dim: int = 100
+
+
+PRESETS = {
+    # The paper's TensorFlow code and hyper-parameters, on the released char-CNN-RNN embeddings.
+    "birds": Preset("tf", "stackgan_birds", "char_cnn_rnn", 1024, 128, 64, 4),
+    "flowers": Preset("tf", "stackgan_flowers", "char_cnn_rnn", 1024, 128, 64, 4),
+    # StackGAN-Pytorch's networks at the birds widths: what the parity tests and the benchmarks
+    # compare with ../shared/bench/torch_reference.py.
+    "birds_pytorch": Preset("pytorch", "stackgan_birds", "char_cnn_rnn", 1024, 128, 64, 4),
+    # StackGAN-Pytorch's COCO configuration.
+    "coco": Preset("pytorch", "stackgan_coco", "char_cnn_rnn", 1024, 192, 96, 2),
+    # Small `tf` networks on the offline procedural bird set with MiniLM embeddings: a CPU run.
+    "demo": Preset("tf", "synthetic_birds", "minilm", 384, 32, 16, 2, condition_dim=64, z_dim=64),
+    # Tiny networks for tests.
+    "debug": Preset("tf", "synthetic_birds", "minilm", 384, 16, 8, 1, condition_dim=16, z_dim=16),
+}
+
+
+def preset(name: str) -> Preset:
+    """The preset called `name`, with an error that lists the valid names."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown config name {name!r}; choose one of {sorted(PRESETS)}.")
+    return PRESETS[name]
+
+
+def base_config(name: str, stage: int) -> ml_collections.ConfigDict:
+    """Fields common to both stages, filled from preset `name`; stage files add the schedule."""
+    p = preset(name)
+    config = ml_collections.ConfigDict()
+    config.name = name
+    config.stage = stage
+    config.seed = 0
+
+    config.model = ml_collections.ConfigDict()
+    config.model.arch = p.arch
+    config.model.text_dim = p.text_dim
+    config.model.z_dim = p.z_dim
+    config.model.condition_dim = p.condition_dim
+    config.model.gf_dim = p.gf_dim
+    config.model.df_dim = p.df_dim
+    config.model.num_residual = p.num_residual
+    # Computation dtype; 'bfloat16' for mixed precision (parameters, optimiser state, BatchNorm
+    # statistics and losses stay float32).
+    config.model.dtype = "float32"
+
+    config.data = ml_collections.ConfigDict()
+    config.data.dataset = p.dataset
+    # TFDS data directory (local path or gs://); None means TFDS's default.
+    config.data.data_dir = ml_collections.config_dict.placeholder(str)
+    config.data.text_encoder = p.text_encoder
+
+    config.train = ml_collections.ConfigDict()
+    config.train.global_batch_size = 64
+    config.train.num_epochs = 600
+    # -1: derive from num_epochs and the dataset size.
+    config.train.num_steps = -1
+    config.train.learning_rate = 2e-4
+    config.train.adam_b1 = 0.5
+    config.train.adam_b2 = 0.999
+    # Both learning rates are multiplied by lr_decay_factor at each of these epochs.
+    config.train.lr_decay_epochs = ()
+    config.train.lr_decay_factor = 0.5
+    config.train.kl_coeff = 2.0
+
+    config.log_every_steps = 50
+    config.sample_every_steps = 1000
+    config.checkpoint_every_steps = 1000
+    config.keep_checkpoints = 3
+    # Profile this many steps after the first few (0: no profiling).
+    config.profile_steps = 0
+    return config
+
+
+def every(period: int, last: int) -> tuple[int, ...]:
+    """Epochs period, 2·period, … strictly before `last`: a step-decay schedule."""
+    return tuple(range(period, last, period))
+
+
+def default_workdir(config: ml_collections.ConfigDict) -> str:
+    """`runs/<config name>/stage<N>`, where a run writes when no --workdir is given."""
+    return os.path.join("runs", config.name, f"stage{config.stage}")

@@ -1,0 +1,68 @@
+"""Losses against hand-computed references and the KL closed form."""
+
+import numpy as np
+import pytest
+
+from stackgan_jax import losses
+
+
+def np_bce(logits, target):
+    p = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+    return float(np.mean(-(target * np.log(p) + (1 - target) * np.log(1 - p))))
+
+
+REAL = np.array([2.0, -1.0, 0.5, 3.0], np.float32)
+WRONG = np.array([0.3, -2.0, 1.5], np.float32)
+FAKE = np.array([-0.7, 0.1, -3.0, 2.2], np.float32)
+REAL_U = np.array([1.0, 0.0, -0.5, 4.0], np.float32)
+FAKE_U = np.array([-1.0, 2.0, 0.25, -4.0], np.float32)
+
+
+def test_bce_matches_sigmoid_cross_entropy_by_hand():
+    # log(1 + e^-2) by hand for a single logit 2 with target 1.
+    assert float(losses.bce_with_logits(np.array([2.0]), 1.0)) == pytest.approx(0.126928, 1e-5)
+    assert float(losses.bce_with_logits(FAKE, 0.0)) == pytest.approx(np_bce(FAKE, 0), 1e-6)
+
+
+def test_bce_is_stable_for_huge_logits():
+    assert float(losses.bce_with_logits(np.array([-200.0]), 1.0)) == pytest.approx(200.0)
+    assert float(losses.bce_with_logits(np.array([200.0]), 1.0)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_discriminator_loss_without_unconditional_terms():
+    loss = losses.discriminator_loss(REAL, WRONG, FAKE)
+    want = np_bce(REAL, 1) + 0.5 * (np_bce(WRONG, 0) + np_bce(FAKE, 0))
+    assert float(loss.total) == pytest.approx(want, 1e-6)
+    assert float(loss.real_unconditional) == 0.0 and float(loss.fake_unconditional) == 0.0
+
+
+def test_discriminator_loss_with_unconditional_terms():
+    loss = losses.discriminator_loss(REAL, WRONG, FAKE, REAL_U, FAKE_U)
+    want = (
+        0.5 * (np_bce(REAL, 1) + np_bce(REAL_U, 1))
+        + (np_bce(FAKE, 0) + np_bce(WRONG, 0) + np_bce(FAKE_U, 0)) / 3
+    )
+    assert float(loss.total) == pytest.approx(want, 1e-6)
+    assert float(loss.wrong) == pytest.approx(np_bce(WRONG, 0), 1e-6)
+
+
+def test_generator_loss():
+    assert float(losses.generator_adversarial_loss(FAKE)) == pytest.approx(np_bce(FAKE, 1), 1e-6)
+    both = losses.generator_adversarial_loss(FAKE, FAKE_U)
+    assert float(both) == pytest.approx(np_bce(FAKE, 1) + np_bce(FAKE_U, 1), 1e-6)
+
+
+def test_kl_equals_closed_form_in_the_tf_parametrisation():
+    rng = np.random.default_rng(0)
+    mu = rng.normal(size=(6, 5)).astype(np.float32)
+    log_sigma = rng.normal(scale=0.5, size=(6, 5)).astype(np.float32)
+    # The TF reference's form: -log σ + ½(-1 + σ² + μ²), averaged.
+    want = np.mean(-log_sigma + 0.5 * (-1 + np.exp(2 * log_sigma) + mu**2))
+    assert float(losses.kl_loss(mu, 2 * log_sigma)) == pytest.approx(float(want), 1e-5)
+
+
+def test_kl_of_standard_normal_is_zero_and_grows_with_mean():
+    zero = np.zeros((3, 4), np.float32)
+    assert float(losses.kl_loss(zero, zero)) == 0.0
+    # KL(N(1, 1) ‖ N(0, 1)) = ½ per dimension.
+    assert float(losses.kl_loss(np.ones((3, 4), np.float32), zero)) == pytest.approx(0.5)

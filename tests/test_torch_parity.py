@@ -1,0 +1,220 @@
+"""Numerical parity of the `pytorch` architecture with StackGAN-Pytorch (tests/fixtures/).
+
+The fixture holds a tiny PyTorch reference's weights, inputs and train-mode outputs, made by
+tests/fixtures/make_torch_parity.py from ../shared/bench/torch_reference.py. The weights are
+loaded into our Flax modules here and every output must match.
+"""
+
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from stackgan_jax import models
+
+FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "torch_parity.npz"
+TOLERANCE = dict(rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def fixture():
+    with np.load(FIXTURE) as data:
+        return dict(data)
+
+
+def config(gf, df, residual):
+    return ml_collections.ConfigDict(
+        dict(
+            arch="pytorch",
+            text_dim=1024,
+            z_dim=100,
+            condition_dim=128,
+            gf_dim=gf,
+            df_dim=df,
+            num_residual=residual,
+            dtype="float32",
+        )
+    )
+
+
+def nhwc(x):
+    return np.transpose(x, (0, 2, 3, 1))
+
+
+def set_in(tree, path, value):
+    *parents, leaf = path.split("/")
+    for p in parents:
+        tree = tree.setdefault(p, {})
+    tree[leaf] = jnp.asarray(value)
+
+
+def load(state, prefix, layout):
+    """Builds {'params', 'batch_stats'} from torch state-dict entries.
+
+    `layout` maps a Flax module path to (kind, torch module name): 'conv' (OIHW kernel, with a
+    bias if the state dict has one), 'dense' ((out, in) weight and bias), 'linear' (no bias),
+    'bn' (affine parameters and running statistics).
+    """
+    params, stats = {}, {}
+    for path, (kind, name) in layout.items():
+        key = f"{prefix}{name}"
+        if kind == "bn":
+            set_in(params, f"{path}/scale", state[f"{key}.weight"])
+            set_in(params, f"{path}/bias", state[f"{key}.bias"])
+            set_in(stats, f"{path}/mean", state[f"{key}.running_mean"])
+            set_in(stats, f"{path}/var", state[f"{key}.running_var"])
+        elif kind == "conv":
+            set_in(params, f"{path}/kernel", np.transpose(state[f"{key}.weight"], (2, 3, 1, 0)))
+            if f"{key}.bias" in state:
+                set_in(params, f"{path}/bias", state[f"{key}.bias"])
+        else:
+            set_in(params, f"{path}/kernel", state[f"{key}.weight"].T)
+            if kind == "dense":
+                set_in(params, f"{path}/bias", state[f"{key}.bias"])
+    return {"params": params, "batch_stats": stats}
+
+
+def block(path, conv, bn=None):
+    """Layout entries of a conv (+ BN) block named `path`."""
+    entries = {f"{path}/conv": ("conv", conv)}
+    if bn is not None:
+        entries[f"{path}/bn"] = ("bn", bn)
+    return entries
+
+
+def stage1_generator_layout():
+    layout = {"ca/fc": ("dense", "ca.fc"), "fc": ("linear", "fc.0"), "fc_bn": ("bn", "fc.1")}
+    for i, size in enumerate((8, 16, 32, 64)):
+        layout |= block(f"up{size}", f"ups.{i}.1", f"ups.{i}.2")
+    return layout | block("to_image", "img.0")
+
+
+def stage2_generator_layout(residual):
+    layout = {"ca/fc": ("dense", "ca.fc")}
+    layout |= block("encode1", "enc.0") | block("encode2", "enc.2", "enc.3")
+    layout |= block("encode3", "enc.5", "enc.6") | block("joint", "joint.0", "joint.1")
+    for r in range(residual):
+        layout |= block(f"res{r + 1}/conv1", f"res.{r}.b.0", f"res.{r}.b.1")
+        layout |= block(f"res{r + 1}/conv2", f"res.{r}.b.3", f"res.{r}.b.4")
+    for i, size in enumerate((32, 64, 128, 256)):
+        layout |= block(f"up{size}", f"ups.{i}.1", f"ups.{i}.2")
+    return layout | block("to_image", "img.0")
+
+
+def discriminator_layout(num_down, reduce_convs=0):
+    # torch Sequential indices: conv, LReLU for the first block; conv, BN, LReLU after that.
+    layout = block("encoder/down1", "enc.0")
+    index = 2
+    for i in range(2, num_down + 1):
+        layout |= block(f"encoder/down{i}", f"enc.{index}", f"enc.{index + 1}")
+        index += 3
+    for i in range(1, reduce_convs + 1):
+        layout |= block(f"encoder/reduce{i}", f"enc.{index}", f"enc.{index + 1}")
+        index += 3
+    layout |= block("conditional_head/joint", "cond.f.0", "cond.f.1")
+    return layout | {"conditional_head/logit/conv": ("conv", "cond.f.3")}
+
+
+def apply_train(module, variables, *args, method=None):
+    fn = jax.jit(
+        lambda v, *a: module.apply(v, *a, train=True, mutable=["batch_stats"], method=method)
+    )
+    return fn(variables, *args)
+
+
+def check_running_statistics(new_stats, fixture, prefix, layout, counts):
+    """Means must equal torch's; variances are biased here and unbiased in torch (n/(n-1))."""
+    for path, (kind, name) in layout.items():
+        if kind != "bn":
+            continue
+        node = new_stats
+        for p in path.split("/"):
+            node = node[p]
+        before_var = fixture[f"{prefix}.{name}.running_var"]
+        after_mean = fixture[f"{prefix}_after.{name}.running_mean"]
+        after_var = fixture[f"{prefix}_after.{name}.running_var"]
+        np.testing.assert_allclose(node["mean"], after_mean, **TOLERANCE)
+        n = counts[path.split("/")[0]]
+        unbiased_batch_var = (after_var - 0.9 * before_var) / 0.1
+        want_var = 0.9 * before_var + 0.1 * unbiased_batch_var * (n - 1) / n
+        np.testing.assert_allclose(node["var"], want_var, rtol=1e-4, atol=1e-5)
+
+
+def test_stage1_generator_matches_reference(fixture):
+    net = models.stage1_generator(config(16, 8, 0))
+    layout = stage1_generator_layout()
+    variables = load(fixture, "s1_G.", layout)
+    inputs = fixture["s1_in.embedding"], fixture["s1_in.z"], fixture["s1_in.eps"]
+    (fake, mu, logvar), new_state = apply_train(net, variables, *inputs)
+    np.testing.assert_allclose(fake, nhwc(fixture["s1_out.fake"]), **TOLERANCE)
+    np.testing.assert_allclose(mu, fixture["s1_out.mu"], **TOLERANCE)
+    np.testing.assert_allclose(logvar, fixture["s1_out.logvar"], **TOLERANCE)
+    # Elements per channel that each BatchNorm averaged over: batch × spatial.
+    counts = {"fc_bn": 4, "up8": 4 * 64, "up16": 4 * 256, "up32": 4 * 1024, "up64": 4 * 4096}
+    check_running_statistics(new_state["batch_stats"], fixture, "s1_G", layout, counts)
+
+
+def check_discriminator(net, variables, fixture, stage):
+    out = f"s{stage}_out."
+    real = nhwc(fixture[f"s{stage}_in.real"])
+    fake = nhwc(fixture[f"{out}fake"])
+    mu = fixture[f"{out}mu"]
+    real_features, _ = apply_train(net, variables, real, method="encode")
+    fake_features, _ = apply_train(net, variables, fake, method="encode")
+    np.testing.assert_allclose(real_features, nhwc(fixture[f"{out}D_real_feat"]), **TOLERANCE)
+    np.testing.assert_allclose(fake_features, nhwc(fixture[f"{out}D_fake_feat"]), **TOLERANCE)
+    # The reference's wrong pairs: real features [0..B-2] with the conditions [1..B-1].
+    pairs = {
+        "real": (real_features, mu),
+        "wrong": (real_features[:-1], mu[1:]),
+        "fake": (fake_features, mu),
+    }
+    for name, (features, condition) in pairs.items():
+        logits, _ = apply_train(net, variables, features, condition, method="conditional_logits")
+        np.testing.assert_allclose(logits, fixture[f"{out}cond_{name}_logit"], **TOLERANCE)
+        probabilities = jax.nn.sigmoid(logits)
+        np.testing.assert_allclose(probabilities, fixture[f"{out}cond_{name}_prob"], **TOLERANCE)
+    return real_features, fake_features
+
+
+def test_stage1_discriminator_matches_reference(fixture):
+    net = models.discriminator(config(16, 8, 0), 1)
+    variables = load(fixture, "s1_D.", discriminator_layout(4))
+    check_discriminator(net, variables, fixture, 1)
+
+
+def test_stage2_generator_matches_reference(fixture):
+    cfg = config(16, 4, 2)
+    stage1 = load(fixture, "s2_G.g1.", stage1_generator_layout())
+    inputs = fixture["s2_in.embedding"], fixture["s2_in.z"], fixture["s2_in.eps1"]
+    (stage1_image, _, _), _ = apply_train(models.stage1_generator(cfg), stage1, *inputs)
+    np.testing.assert_allclose(stage1_image, nhwc(fixture["s2_out.stage1_fake"]), **TOLERANCE)
+
+    # Stage-II is fed the reference's own Stage-I image so each network is checked on its own.
+    variables = load(fixture, "s2_G.", stage2_generator_layout(2))
+    (fake, mu, logvar), _ = apply_train(
+        models.stage2_generator(cfg),
+        variables,
+        nhwc(fixture["s2_out.stage1_fake"]),
+        fixture["s2_in.embedding"],
+        fixture["s2_in.eps2"],
+    )
+    np.testing.assert_allclose(fake, nhwc(fixture["s2_out.fake"]), **TOLERANCE)
+    np.testing.assert_allclose(mu, fixture["s2_out.mu"], **TOLERANCE)
+    np.testing.assert_allclose(logvar, fixture["s2_out.logvar"], **TOLERANCE)
+
+
+def test_stage2_discriminator_matches_reference(fixture):
+    net = models.discriminator(config(16, 4, 2), 2)
+    layout = discriminator_layout(6, reduce_convs=2)
+    layout["unconditional_head/logit/conv"] = ("conv", "uncond.f.0")
+    variables = load(fixture, "s2_D.", layout)
+    real_features, fake_features = check_discriminator(net, variables, fixture, 2)
+    for name, features in (("real", real_features), ("fake", fake_features)):
+        logits = jax.jit(lambda v, f: net.apply(v, f, method="unconditional_logits"))(
+            variables, features
+        )
+        np.testing.assert_allclose(logits, fixture[f"s2_out.uncond_{name}_logit"], **TOLERANCE)
