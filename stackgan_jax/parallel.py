@@ -1,0 +1,75 @@
+"""Data parallelism: a one-axis device mesh, shardings, and multi-host setup.
+
+State is replicated and batches are sharded along the mesh's `data` axis; `jax.jit` partitions
+the step. This is what `jax.pmap` became (since JAX 0.8 it is rebuilt on jit + shard_map), and
+the same code runs on one CPU, one GPU or a multi-host TPU pod. BatchNorm statistics are taken
+over the global batch, so results do not depend on the number of devices.
+"""
+
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def make_mesh() -> jax.sharding.Mesh:
+    """A mesh over all devices (all processes) with the single axis `data`."""
+    return jax.make_mesh(
+        (jax.device_count(),), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,)
+    )
+
+
+def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
+    """Sharding of arrays held whole on every device (parameters, optimiser state)."""
+    return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: jax.sharding.Mesh) -> NamedSharding:
+    """Sharding of arrays split along their leading (batch) axis over the `data` axis."""
+    return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def check_global_batch(global_batch_size: int) -> None:
+    """Fails clearly unless the global batch divides evenly over devices and processes."""
+    devices, processes = jax.device_count(), jax.process_count()
+    if global_batch_size % devices:
+        raise ValueError(
+            f"The global batch size {global_batch_size} must be divisible by the number of "
+            f"devices ({devices}); set --config.train.global_batch_size to a multiple of it."
+        )
+    if global_batch_size % processes:
+        raise ValueError(
+            f"The global batch size {global_batch_size} must be divisible by the number of "
+            f"processes ({processes})."
+        )
+
+
+def to_global(local_batch: Any, mesh: jax.sharding.Mesh) -> Any:
+    """This process's slice of a batch (a pytree of NumPy arrays) → global sharded arrays."""
+    sharding = batch_sharded(mesh)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch
+    )
+
+
+def maybe_initialize_distributed(enabled: bool) -> None:
+    """Calls `jax.distributed.initialize()` (auto-configured on Cloud TPU, Slurm, k8s) if asked.
+
+    It must run before anything touches the devices. It is opt-in because on a single machine
+    without a cluster environment it has nothing to connect to.
+    """
+    if enabled:
+        jax.distributed.initialize()
+    logging.info(
+        "JAX process %d of %d, %d local of %d devices (%s)",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+        jax.devices()[0].device_kind,
+    )
