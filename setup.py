@@ -20,6 +20,8 @@ setup(
         "orbax-checkpoint>=0.12.0",
         "tensorflow-cpu>=2.18",
         "tensorflow-datasets>=4.9.8",
+        # tensorflow-datasets imports it without declaring it (tensorflow/datasets#11212).
+        "importlib_resources",
         "tensorboard>=2.18",
         "numpy>=1.26",
         "ml-collections>=1.0",

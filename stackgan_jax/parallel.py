@@ -17,10 +17,11 @@ from jax.sharding import PartitionSpec as P
 DATA_AXIS = "data"
 
 
-def make_mesh() -> jax.sharding.Mesh:
-    """A mesh over all devices (all processes) with the single axis `data`."""
+def make_mesh(devices: list[jax.Device] | None = None) -> jax.sharding.Mesh:
+    """A mesh with the single axis `data` over `devices` (default: all, of all processes)."""
+    devices = jax.devices() if devices is None else devices
     return jax.make_mesh(
-        (jax.device_count(),), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,)
+        (len(devices),), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices
     )
 
 

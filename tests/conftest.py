@@ -19,6 +19,3 @@ import jax  # noqa: E402
 
 # Tests compare numbers computed on different paths; full float32 matmul precision everywhere.
 jax.config.update("jax_default_matmul_precision", "highest")
-# XLA's RngBitGenerator compiles parameter initialisation about 4× faster than threefry on CPU;
-# stackgan_jax.main makes the same choice.
-jax.config.update("jax_default_prng_impl", "rbg")

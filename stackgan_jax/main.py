@@ -1,0 +1,54 @@
+"""Trains StackGAN Stage-I or Stage-II.
+
+    python -m stackgan_jax.main --config=configs/stage1.py:birds [--workdir=DIR]
+    python -m stackgan_jax.main --config=configs/stage2.py:birds --config.stage1_workdir=DIR
+
+This file is kept short: the loop lives in `train.py`, the step in `steps.py`.
+"""
+
+import sys
+
+import jax
+import tensorflow as tf
+from absl import app, flags, logging
+from etils import epath
+from ml_collections import config_flags
+
+from stackgan_jax import parallel, presets, train
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    "config", None, "Training config, e.g. configs/stage1.py:birds.", lock_config=True
+)
+flags.DEFINE_string(
+    "workdir", None, "Run directory (local or gs://); default runs/<name>/stage<N>."
+)
+flags.DEFINE_bool(
+    "jax_distributed",
+    False,
+    "Call jax.distributed.initialize() first: needed on multi-host TPU pods and GPU clusters.",
+)
+flags.mark_flags_as_required(["config"])
+
+
+def main(argv: list[str]) -> None:
+    """Sets up devices and the workdir, then trains."""
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    # TensorFlow only feeds data; keep it off the accelerators JAX uses.
+    tf.config.set_visible_devices([], "GPU")
+    parallel.maybe_initialize_distributed(FLAGS.jax_distributed)
+
+    config = FLAGS.config
+    workdir = FLAGS.workdir or presets.default_workdir(config)
+    logging.info("Workdir: %s", workdir)
+    if jax.process_index() == 0:
+        directory = epath.Path(workdir)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "config.txt").write_text(str(config))
+        (directory / "command.txt").write_text(" ".join(sys.argv) + "\n")
+    train.train_and_evaluate(config, workdir)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,258 @@
+"""The training loop: mesh, data, state, the jitted step, logging, samples and checkpoints."""
+
+import functools
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from clu import metric_writers, parameter_overview, periodic_actions
+from etils import epath
+from PIL import Image
+
+from stackgan_jax import checkpointing, models, parallel, steps, visualize
+from stackgan_jax import state as state_lib
+from stackgan_jax.data import input_pipeline
+from stackgan_jax.data import source as source_lib
+
+# Held-out captions shown in the periodic sample grids (one column each).
+NUM_SAMPLE_CAPTIONS = 8
+
+
+class StopRequest:
+    """Set by SIGTERM / SIGINT so the loop can save a checkpoint and exit cleanly.
+
+    Handlers are installed only for a single process: on multi-host runs JAX's preemption
+    service owns the signal and Orbax's `reached_preemption` reports it on every host at the
+    same step.
+    """
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        if jax.process_count() == 1:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        del frame
+        logging.warning("Received signal %d: saving a checkpoint and stopping.", signum)
+        self.signal = signum
+
+
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _check_finite(step: int, metrics: dict[str, Any], workdir: str) -> None:
+    """Raises FloatingPointError if any loss is NaN or infinite."""
+    bad = {k: float(v) for k, v in metrics.items() if not np.isfinite(v)}
+    if bad:
+        raise FloatingPointError(
+            f"Non-finite losses at step {step}: {bad}. Training stopped; the last good "
+            f"checkpoint in {checkpointing.checkpoint_dir(workdir)} is intact. Try a lower "
+            "learning rate or another seed."
+        )
+
+
+def _replicate_abstract(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+    sharding = parallel.replicated(mesh)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+
+
+def _sample_inputs(
+    nets: steps.Networks, test_source: Any, seed: int
+) -> tuple[jax.Array, steps.Noise, list[str]]:
+    """Fixed held-out captions (the first caption of the first test images) and fixed noise."""
+    count = min(NUM_SAMPLE_CAPTIONS, len(test_source.embeddings))
+    embedding = jnp.asarray(test_source.embeddings[:count, 0])
+    captions = [c[0] for c in test_source.captions[:count]]
+    noise = steps.sample_noise(nets, jax.random.key(seed + 1), count)
+    return embedding, noise, captions
+
+
+def _write_samples(
+    writer: metric_writers.MetricWriter,
+    workdir: str,
+    step: int,
+    images: tuple[jax.Array, jax.Array | None],
+    captions: list[str],
+) -> None:
+    rows = [np.asarray(x) for x in images if x is not None]
+    picture = visualize.grid(rows)
+    writer.write_images(step, {"samples": picture[None]})
+    if jax.process_index() == 0:
+        directory = epath.Path(workdir) / "samples"
+        directory.mkdir(parents=True, exist_ok=True)
+        with (directory / f"step_{step:08d}.png").open("wb") as f:
+            Image.fromarray(picture).save(f, format="PNG")
+        (directory / "captions.txt").write_text("\n".join(captions) + "\n")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state_lib.GANState:
+    """Trains the stage `config.stage` describes, resuming from `workdir` if it has checkpoints.
+
+    Args:
+      config: a training config (`configs/stage1.py` or `configs/stage2.py`).
+      workdir: where checkpoints, TensorBoard logs and sample grids go (local or gs://).
+
+    Returns:
+      The final state.
+    """
+    train_config = config.train
+    parallel.check_global_batch(train_config.global_batch_size)
+    mesh = parallel.make_mesh()
+    replicated = parallel.replicated(mesh)
+    writer = metric_writers.create_default_writer(
+        workdir, just_logging=jax.process_index() > 0, asynchronous=True
+    )
+
+    # Data.
+    train_source = source_lib.load_split(
+        config.data.dataset, "train", config.data.data_dir, text_dim=config.model.text_dim
+    )
+    test_source = source_lib.load_split(
+        config.data.dataset, "test", config.data.data_dir, text_dim=config.model.text_dim
+    )
+    steps_per_epoch = input_pipeline.steps_per_epoch(
+        len(train_source.embeddings), train_config.global_batch_size
+    )
+    num_steps = train_config.num_steps
+    if num_steps <= 0:
+        num_steps = train_config.num_epochs * steps_per_epoch
+    logging.info(
+        "%d training images, %d steps per epoch, %d steps.",
+        len(train_source.embeddings),
+        steps_per_epoch,
+        num_steps,
+    )
+
+    # State: resumed from this workdir, or fresh (Stage-II: around a restored Stage-I generator).
+    optimizer = state_lib.make_optimizer(train_config, steps_per_epoch)
+    nets = steps.Networks.from_config(config)
+    meta = checkpointing.make_meta(
+        config,
+        text_encoder={"name": config.data.text_encoder, "dim": config.model.text_dim},
+        dataset={"name": config.data.dataset, "train_examples": len(train_source.embeddings)},
+        steps_per_epoch=steps_per_epoch,
+        extra={"data_process_count": jax.process_count()},
+    )
+    create = jax.jit(
+        functools.partial(state_lib.create_state, config, optimizer=optimizer),
+        out_shardings=replicated,
+    )
+    stage1_abstract = None
+    if config.stage == 2:
+        stage1_abstract = _replicate_abstract(
+            jax.eval_shape(
+                models.init_variables,
+                models.stage1_generator(config.model),
+                jax.random.key(0),
+                models.generator_inputs(config.model, 1, 2),
+            ),
+            mesh,
+        )
+    abstract = _replicate_abstract(
+        jax.eval_shape(create, jax.random.key(config.seed), stage1_variables=stage1_abstract), mesh
+    )
+    manager = checkpointing.make_manager(workdir, config.keep_checkpoints)
+    if manager.latest_step() is not None:
+        state = checkpointing.restore(manager, abstract, meta)
+        logging.info("Resumed from step %d in %s.", int(state.step), workdir)
+    else:
+        stage1_variables = None
+        if config.stage == 2:
+            stage1_variables, _ = checkpointing.restore_stage1_generator(
+                config.stage1_workdir, config.stage1_step, stage1_abstract, meta
+            )
+        state = create(jax.random.key(config.seed), stage1_variables=stage1_variables)
+    if jax.process_index() == 0:
+        parameter_overview.log_parameter_overview(state.generator.params, msg="Generator")
+        parameter_overview.log_parameter_overview(state.discriminator.params, msg="Discriminator")
+
+    train_step = jax.jit(
+        functools.partial(steps.train_step, nets, optimizer),
+        in_shardings=(replicated, parallel.batch_sharded(mesh)),
+        out_shardings=(replicated, replicated),
+        donate_argnums=(0,),
+    )
+    generate = jax.jit(functools.partial(steps.generate, nets), out_shardings=replicated)
+    sample_embedding, sample_noise, sample_captions = _sample_inputs(nets, test_source, config.seed)
+    schedule = state_lib.learning_rate_schedule(train_config, steps_per_epoch)
+
+    start_step = int(state.step)
+    dataset = input_pipeline.make_dataset(
+        train_source,
+        stage=config.stage,
+        arch=config.model.arch,
+        global_batch_size=train_config.global_batch_size,
+        seed=config.seed,
+        start_step=start_step,
+    )
+    batches = input_pipeline.global_batches(dataset, mesh)
+
+    hooks = [
+        report := periodic_actions.ReportProgress(
+            num_train_steps=num_steps, writer=writer, every_steps=config.log_every_steps
+        )
+    ]
+    if config.profile_steps > 0 and jax.process_index() == 0:
+        hooks.append(
+            periodic_actions.Profile(
+                logdir=workdir, num_profile_steps=config.profile_steps, first_profile=start_step + 5
+            )
+        )
+    stop = StopRequest()
+
+    def save(step: int, metrics: dict[str, jax.Array]) -> None:
+        # Never save a state that has gone non-finite.
+        _check_finite(step, jax.device_get(metrics), workdir)
+        if not bool(_all_finite((state.generator.params, state.discriminator.params))):
+            raise FloatingPointError(f"Non-finite parameters at step {step}; not saved.")
+        with report.timed("checkpoint"):
+            checkpointing.save(manager, state, meta)
+
+    pending = None  # Metrics of the last log step, read one step late to keep dispatch async.
+    log_time, log_step = time.perf_counter(), start_step
+    metrics: dict[str, jax.Array] = {}
+    step = start_step
+    for step in range(start_step + 1, num_steps + 1):
+        with jax.profiler.StepTraceAnnotation("train", step_num=step):
+            state, metrics = train_step(state, next(batches))
+        for hook in hooks:
+            hook(step)
+        if pending is not None:
+            logged_step, logged = pending
+            logged = jax.device_get(logged)
+            _check_finite(logged_step, logged, workdir)
+            writer.write_scalars(logged_step, logged)
+            pending = None
+        if step % config.log_every_steps == 0 or step == num_steps:
+            now = time.perf_counter()
+            rate = (step - log_step) * train_config.global_batch_size / (now - log_time)
+            log_time, log_step = now, step
+            pending = (
+                step,
+                {**metrics, "learning_rate": schedule(step - 1), "images_per_second": rate},
+            )
+        if step % config.sample_every_steps == 0 or step == num_steps:
+            with report.timed("sample"):
+                images = generate(state, sample_embedding, sample_noise)
+                _write_samples(writer, workdir, step, images, sample_captions)
+        preempted = stop.signal is not None or manager.reached_preemption(step)
+        if step % config.checkpoint_every_steps == 0 or step == num_steps or preempted:
+            save(step, metrics)
+        if preempted:
+            logging.warning("Stopping at step %d after saving a checkpoint.", step)
+            break
+    if pending is not None:
+        logged = jax.device_get(pending[1])
+        _check_finite(pending[0], logged, workdir)
+        writer.write_scalars(pending[0], logged)
+    manager.wait_until_finished()
+    writer.flush()
+    return state

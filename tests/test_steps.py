@@ -1,0 +1,243 @@
+"""The training step: each reference's update rules, device-count independence, frozen Stage-I."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import stage1 as stage1_configs
+from configs import stage2 as stage2_configs
+from stackgan_jax import models, parallel, steps
+from stackgan_jax import state as state_lib
+
+BATCH = 8
+# A large D step, so that "G against the updated D" differs measurably from "against the old D".
+LR = 0.5
+
+
+def recording_sgd(lr):
+    """SGD whose optimiser state is the last raw gradient, so tests can read gradients."""
+    return optax.GradientTransformation(
+        init=lambda params: jax.tree.map(jnp.zeros_like, params),
+        update=lambda grads, state, params=None: (jax.tree.map(lambda g: -lr * g, grads), grads),
+    )
+
+
+def debug_config(arch, stage=1):
+    config = (stage1_configs if stage == 1 else stage2_configs).get_config("debug")
+    config.model.arch = arch
+    config.train.global_batch_size = BATCH
+    return config
+
+
+def make_batch(config, seed=0):
+    size = models.IMAGE_SIZE[config.stage]
+    rng = np.random.default_rng(seed)
+    batch = {
+        "image": rng.uniform(-1, 1, (BATCH, size, size, 3)).astype(np.float32),
+        "embedding": rng.normal(size=(BATCH, config.model.text_dim)).astype(np.float32),
+    }
+    if config.model.arch == "tf":
+        batch["wrong_image"] = rng.uniform(-1, 1, (BATCH, size, size, 3)).astype(np.float32)
+    return batch
+
+
+def run_step(config, optimizer, mesh, batch, stage1_variables=None):
+    """Initial state and the state after one step, with `mesh` sharding the batch."""
+    replicated = parallel.replicated(mesh)
+    create = functools.partial(state_lib.create_state, config, optimizer=optimizer)
+    state = jax.jit(create, out_shardings=replicated)(
+        jax.random.key(1), stage1_variables=stage1_variables
+    )
+    initial = jax.device_get(state)
+    step = jax.jit(
+        functools.partial(steps.train_step, steps.Networks.from_config(config), optimizer),
+        in_shardings=(replicated, parallel.batch_sharded(mesh)),
+        out_shardings=(replicated, replicated),
+    )
+    new_state, metrics = step(state, parallel.to_global(batch, mesh))
+    return initial, jax.device_get(new_state), jax.device_get(metrics)
+
+
+def one_device_mesh():
+    return parallel.make_mesh(jax.devices()[:1])
+
+
+# --- Direct re-computation of the references' formulas -------------------------------------
+
+
+def bce(logits, target):
+    """−mean(t log σ(x) + (1 − t) log(1 − σ(x))), written out."""
+    return -jnp.mean(
+        target * jax.nn.log_sigmoid(logits) + (1 - target) * jax.nn.log_sigmoid(-logits)
+    )
+
+
+def forward(module, variables, *args, method=None):
+    out, _ = module.apply(variables, *args, train=True, method=method, mutable=["batch_stats"])
+    return out
+
+
+def reference_gradients(config, initial, batch):
+    """D and G gradients by the reference's formulas, D's taken at the initial state and G's
+    against D after one SGD step (lr LR) — what the step must compute."""
+    nets = steps.Networks.from_config(config)
+    g, d = nets.generator, nets.discriminator
+    g_vars, d_vars = initial.generator.variables, initial.discriminator.variables
+    key = jax.random.fold_in(jax.random.key(config.seed), 0)
+    d_key, g_key = jax.random.split(key)
+    emb, real = batch["embedding"], batch["image"]
+    noise = steps.sample_noise(nets, d_key, BATCH)
+    fake, mu, logvar = forward(g, g_vars, emb, noise.z, noise.ca)
+
+    if config.model.arch == "tf":
+        # Three separate D passes on (real, wrong, fake) with the embedding; D = real + ½(w + f).
+        def d_loss(params):
+            logit = lambda x: forward(d, {**d_vars, "params": params}, x, emb)[0]  # noqa: E731
+            return bce(logit(real), 1) + 0.5 * (
+                bce(logit(batch["wrong_image"]), 0) + bce(logit(fake), 0)
+            )
+    else:
+        # Real features reused for wrong pairs (shift by one); condition = detached μ.
+        def d_loss(params):
+            v = {**d_vars, "params": params}
+            rf = forward(d, v, real, method="encode")
+            ff = forward(d, v, fake, method="encode")
+            cond = lambda f, c: forward(d, v, f, c, method="conditional_logits")  # noqa: E731
+            return bce(cond(rf, mu), 1) + 0.5 * (
+                bce(cond(ff, mu), 0) + bce(cond(rf[:-1], mu[1:]), 0)
+            )
+
+    d_grads = jax.grad(d_loss)(d_vars["params"])
+    d_updated = {
+        **d_vars,
+        "params": jax.tree.map(lambda p, gr: p - LR * gr, d_vars["params"], d_grads),
+    }
+
+    if config.model.arch == "tf":
+        # G update: fresh noise, a new G pass, TF's KL form −log σ + ½(−1 + σ² + μ²), ×2.
+        g_noise = steps.sample_noise(nets, g_key, BATCH)
+
+        def g_loss(params):
+            fake, mu, logvar = forward(g, {**g_vars, "params": params}, emb, g_noise.z, g_noise.ca)
+            log_sigma = 0.5 * logvar
+            kl = jnp.mean(-log_sigma + 0.5 * (-1 + jnp.exp(2 * log_sigma) + mu**2))
+            return bce(forward(d, d_updated, fake, emb)[0], 1) + 2.0 * kl
+    else:
+        # G update: the same noise (one G pass), D on the fake with detached μ, PyTorch's KL, ×2.
+        def g_loss(params):
+            fake, mu, logvar = forward(g, {**g_vars, "params": params}, emb, noise.z, noise.ca)
+            features = forward(d, d_updated, fake, method="encode")
+            logits = forward(
+                d, d_updated, features, jax.lax.stop_gradient(mu), method="conditional_logits"
+            )
+            kl = -0.5 * jnp.mean(1 + logvar - mu**2 - jnp.exp(logvar))
+            return bce(logits, 1) + 2.0 * kl
+
+    return d_grads, jax.grad(g_loss)(g_vars["params"])
+
+
+def global_norm(arrays):
+    return np.sqrt(sum(float(np.sum(np.square(x))) for x in arrays))
+
+
+def assert_trees_close_in_norm(got, want, rtol=1e-5, atol=1e-6):
+    """‖a − b‖ ≤ rtol‖b‖ + atol per tensor. Summation order differs across device counts, and
+    rounding can flip a LeakyReLU input sitting at ~0, which moves a single element, so tensors
+    are compared by norm. The absolute part covers gradients that are zero in exact arithmetic
+    (a bias right before BatchNorm), where both sides are rounding noise."""
+    for (path, a), b in zip(
+        jax.tree_util.tree_flatten_with_path(got)[0], jax.tree.leaves(want), strict=True
+    ):
+        error, scale = global_norm([a - b]), global_norm([b])
+        assert error <= rtol * scale + atol, (jax.tree_util.keystr(path), error, scale)
+
+
+def assert_trees_close(got, want, rtol=1e-5, atol=1e-6):
+    for (path, a), b in zip(
+        jax.tree_util.tree_flatten_with_path(got)[0], jax.tree.leaves(want), strict=True
+    ):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol, err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.mark.parametrize("arch", ["tf", "pytorch"])
+def test_update_rules_match_the_references_formulas(arch):
+    config = debug_config(arch)
+    batch = make_batch(config)
+    # One device: this is about the maths; test_eight_devices_match_one_device covers sharding.
+    initial, new, _ = run_step(config, recording_sgd(LR), one_device_mesh(), batch)
+    d_grads, g_grads = jax.jit(functools.partial(reference_gradients, config))(initial, batch)
+    assert_trees_close(new.discriminator.opt_state, d_grads)
+    assert_trees_close(new.generator.opt_state, g_grads)
+
+
+def test_eight_devices_match_one_device():
+    config = debug_config("pytorch")
+    batch = make_batch(config)
+    one, eight = one_device_mesh(), parallel.make_mesh()
+    assert eight.devices.size == 8
+    # Raw gradients and losses, with a D step of a realistic size before the G gradient.
+    _, grads1, metrics1 = run_step(config, recording_sgd(2e-4), one, batch)
+    _, grads8, metrics8 = run_step(config, recording_sgd(2e-4), eight, batch)
+    for name in metrics1:
+        np.testing.assert_allclose(metrics8[name], metrics1[name], rtol=1e-5, err_msg=name)
+    assert_trees_close_in_norm(grads8.discriminator.opt_state, grads1.discriminator.opt_state)
+    assert_trees_close_in_norm(grads8.generator.opt_state, grads1.generator.opt_state)
+    # One Adam step's parameter updates.
+    adam = state_lib.make_optimizer(config.train, steps_per_epoch=10)
+    initial, adam1, _ = run_step(config, adam, one, batch)
+    _, adam8, _ = run_step(config, adam, eight, batch)
+    for net in ("generator", "discriminator"):
+        start = jax.tree.leaves(getattr(initial, net).params)
+        delta1 = [
+            a - s for a, s in zip(jax.tree.leaves(getattr(adam1, net).params), start, strict=True)
+        ]
+        delta8 = [
+            a - s for a, s in zip(jax.tree.leaves(getattr(adam8, net).params), start, strict=True)
+        ]
+        difference = [a - b for a, b in zip(delta8, delta1, strict=True)]
+        assert global_norm(difference) <= 1e-3 * global_norm(delta1), net
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage1_bn", ["batch", "running"])
+def test_stage2_keeps_stage1_params_frozen(stage1_bn):
+    config = debug_config("pytorch", stage=2)
+    config.stage1_bn = stage1_bn
+    stage1_net = models.stage1_generator(config.model)
+    stage1_variables = jax.jit(
+        lambda key: models.init_variables(
+            stage1_net, key, models.generator_inputs(config.model, 1, 2)
+        )
+    )(jax.random.key(7))
+    initial, new, metrics = run_step(
+        config,
+        state_lib.make_optimizer(config.train, 10),
+        parallel.make_mesh(),
+        make_batch(config),
+        stage1_variables,
+    )
+    assert set(metrics) >= {"d_real_unconditional", "d_fake_unconditional"}
+    for a, b in zip(
+        jax.tree.leaves(initial.stage1_generator["params"]),
+        jax.tree.leaves(new.stage1_generator["params"]),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+    stats_same = [
+        np.array_equal(a, b)
+        for a, b in zip(
+            jax.tree.leaves(initial.stage1_generator["batch_stats"]),
+            jax.tree.leaves(new.stage1_generator["batch_stats"]),
+            strict=True,
+        )
+    ]
+    # 'batch': batch statistics, running averages keep updating; 'running': untouched.
+    assert all(stats_same) == (stage1_bn == "running")
+    # The Stage-II generator itself did train.
+    assert not np.array_equal(
+        jax.tree.leaves(initial.generator.params)[0], jax.tree.leaves(new.generator.params)[0]
+    )
