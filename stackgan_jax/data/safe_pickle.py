@@ -1,0 +1,95 @@
+"""Reads the StackGAN release's Python-2 pickles without letting them run code.
+
+The release's `filenames.pickle`, `class_info.pickle`, `char-CNN-RNN-embeddings.pickle` and the
+`76images.pickle`/`304images.pickle` files written by `misc/preprocess_*.py` were made by Python 2
+with numpy 1.x. Their lists, tuples, dicts, ints, floats and strings are plain pickle opcodes, so
+the only globals they can name are numpy's array, dtype and scalar reconstruction. A pickle may name
+any importable callable and the unpickler would call it, so every other global is refused.
+
+Left off the allow-list on purpose:
+
+* `copy_reg._reconstructor` (Python 3: `copyreg`): Python 2 writes it for instances of
+  user-defined classes pickled with protocol 0/1. Nothing in the release is such an instance, and
+  the class it rebuilds would need to be allowed as well, so it only widens what a file can do.
+* builtins (`set`, `frozenset`, `object`, ...): the release holds no sets or objects, and its
+  containers and scalars need no global.
+* `_codecs.encode`: how Python 3 (not 2) writes `bytes` at protocol 2; a file re-saved that way is
+  not a release file.
+"""
+
+import errno
+import os
+import pickle
+from typing import Any
+
+import numpy as np
+
+try:
+    from numpy._core import multiarray as _multiarray
+except ImportError:  # numpy < 2 has only the old name.
+    from numpy.core import multiarray as _multiarray
+
+# Python 2 numpy wrote `numpy.core.*`; numpy 2 renamed the package to `numpy._core`. Both names map
+# to the objects directly, so the deprecated `numpy.core` shim is never imported.
+_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    (package, name): getattr(_multiarray, name)
+    for package in ("numpy.core.multiarray", "numpy._core.multiarray")
+    for name in ("_reconstruct", "scalar")
+} | {
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+}
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """A pickle names a global that a StackGAN data file never contains."""
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only numpy array, dtype and scalar reconstruction."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        """Returns an allowed global, refusing all others before anything is called.
+
+        Args:
+            module: module name as written in the pickle.
+            name: attribute name as written in the pickle.
+
+        Returns:
+            The allowed numpy object.
+
+        Raises:
+            UnsafePickleError: `module.name` is not on the allow-list.
+        """
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise UnsafePickleError(
+                f"refusing to load global {module}.{name}: StackGAN data pickles may only "
+                "reconstruct numpy arrays, dtypes and scalars"
+            ) from None
+
+
+def load_pickle(path: str | os.PathLike[str]) -> Any:
+    """Loads a StackGAN release pickle (Python 2, any protocol) with a global allow-list.
+
+    Python 2 `str` values are decoded as latin-1: numpy needs that to get its raw array bytes back
+    intact, and it turns the release's ASCII file names into `str`.
+
+    Args:
+        path: the `.pickle` file.
+
+    Returns:
+        The unpickled object, e.g. a list of `str` keys, a list of class ids, a float32 array of
+        shape (N, 10, 1024) or a list of uint8 images.
+
+    Raises:
+        FileNotFoundError: `path` does not exist; the message names it.
+        UnsafePickleError: the file names a global other than numpy reconstruction; nothing in the
+            file has been called when this is raised.
+    """
+    try:
+        with open(path, "rb") as f:
+            return _RestrictedUnpickler(f, encoding="latin1").load()
+    except FileNotFoundError as e:
+        raise FileNotFoundError(errno.ENOENT, "StackGAN pickle not found", os.fspath(path)) from e
