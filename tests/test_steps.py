@@ -186,20 +186,6 @@ def test_eight_devices_match_one_device():
         np.testing.assert_allclose(metrics8[name], metrics1[name], rtol=1e-5, err_msg=name)
     assert_trees_close_in_norm(grads8.discriminator.opt_state, grads1.discriminator.opt_state)
     assert_trees_close_in_norm(grads8.generator.opt_state, grads1.generator.opt_state)
-    # One Adam step's parameter updates.
-    adam = state_lib.make_optimizer(config.train, steps_per_epoch=10)
-    initial, adam1, _ = run_step(config, adam, one, batch)
-    _, adam8, _ = run_step(config, adam, eight, batch)
-    for net in ("generator", "discriminator"):
-        start = jax.tree.leaves(getattr(initial, net).params)
-        delta1 = [
-            a - s for a, s in zip(jax.tree.leaves(getattr(adam1, net).params), start, strict=True)
-        ]
-        delta8 = [
-            a - s for a, s in zip(jax.tree.leaves(getattr(adam8, net).params), start, strict=True)
-        ]
-        difference = [a - b for a, b in zip(delta8, delta1, strict=True)]
-        assert global_norm(difference) <= 1e-3 * global_norm(delta1), net
 
 
 @pytest.mark.slow
