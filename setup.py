@@ -24,6 +24,7 @@ setup(
         "importlib_resources",
         "tensorboard>=2.18",
         "numpy>=1.26",
+        "scipy>=1.11",
         "ml-collections>=1.0",
         "clu>=0.0.12",
         "pillow>=10.0",

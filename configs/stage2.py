@@ -15,7 +15,7 @@ SCHEDULES = {
     # StackGAN-Pytorch COCO: 40 per GPU on 2 GPUs, ×0.5 every 20 epochs.
     "coco": (80, 100, presets.every(20, 100)),
     "demo": (16, 10, ()),
-    "debug": (4, 1, ()),
+    "debug": (8, 1, ()),
 }
 
 

@@ -68,8 +68,8 @@ def make_manager(workdir: str, keep: int = 3, read_only: bool = False) -> ocp.Ch
     manager's own interval is 1.
     """
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep,
-        save_interval_steps=1,
+        max_to_keep=None if read_only else keep,
+        save_interval_steps=0 if read_only else 1,
         create=not read_only,
         read_only=read_only,
         enable_async_checkpointing=True,
@@ -216,7 +216,7 @@ def restore(
     abstract_state: GANState,
     expected_meta: dict[str, Any],
     step: int | None = None,
-) -> GANState:
+) -> tuple[GANState, dict[str, Any]]:
     """Restores a checkpoint into the layout of `abstract_state` after checking it fits.
 
     Args:
@@ -226,7 +226,7 @@ def restore(
       step: the step to restore (default: the latest).
 
     Returns:
-      The restored state.
+      (the restored state, the checkpoint's meta).
     """
     step = manager.latest_step() if step is None else step
     what = f"The checkpoint at step {step} in {manager.directory}"
@@ -242,12 +242,33 @@ def restore(
     if abstract_state.stage1_generator is not None:
         items[STAGE1_GENERATOR] = _restore_args(abstract_state.stage1_generator)
     restored = manager.restore(step, args=ocp.args.Composite(**items))
-    return abstract_state.replace(
+    state = abstract_state.replace(
         step=jax.numpy.asarray(step, jax.numpy.int32),
         generator=restored[GENERATOR],
         discriminator=restored[DISCRIMINATOR],
         stage1_generator=restored[STAGE1_GENERATOR] if STAGE1_GENERATOR in items else None,
     )
+    return state, stored_meta
+
+
+def restore_variables(
+    manager: ocp.CheckpointManager, step: int, item: str, abstract_variables: Any
+) -> Any:
+    """One network's `{'params', 'batch_stats'}` from a checkpoint item, without its optimiser.
+
+    Args:
+      manager: a checkpoint manager.
+      step: the checkpoint's step.
+      item: GENERATOR, DISCRIMINATOR or STAGE1_GENERATOR.
+      abstract_variables: ShapeDtypeStructs (with shardings) of the variables to read.
+
+    Returns:
+      The variables.
+    """
+    restored = manager.restore(
+        step, args=ocp.args.Composite(**{item: _restore_args(abstract_variables)})
+    )
+    return restored[item]
 
 
 def restore_stage1_generator(
@@ -288,8 +309,6 @@ def restore_stage1_generator(
         raise CheckpointMismatchError(f"{what} is a Stage-{stored_meta.get('stage')} checkpoint.")
     check_meta(stored_meta, expected_meta, STAGE1_FIELDS, what)
     check_shapes(_variables(manager.item_metadata(step)[GENERATOR].tree), abstract_variables, what)
-    restored = manager.restore(
-        step, args=ocp.args.Composite(**{GENERATOR: _restore_args(abstract_variables)})
-    )
+    variables = restore_variables(manager, step, GENERATOR, abstract_variables)
     logging.info("Loaded the frozen Stage-I generator from %s (step %d).", directory, step)
-    return restored[GENERATOR], step
+    return variables, step

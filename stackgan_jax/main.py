@@ -6,6 +6,8 @@
 This file is kept short: the loop lives in `train.py`, the step in `steps.py`.
 """
 
+import logging as pylogging
+import os
 import sys
 
 import jax
@@ -28,7 +30,19 @@ flags.DEFINE_bool(
     False,
     "Call jax.distributed.initialize() first: needed on multi-host TPU pods and GPU clusters.",
 )
+flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "With --jax_distributed where the cluster is not auto-detected: process 0's host:port.",
+)
+flags.DEFINE_integer("num_processes", None, "With --coordinator_address: how many processes.")
+flags.DEFINE_integer("process_id", None, "With --coordinator_address: this process's index.")
 flags.mark_flags_as_required(["config"])
+
+
+def _quiet_orbax(record: pylogging.LogRecord) -> bool:
+    """Drops Orbax's INFO lines (dozens per checkpoint); its warnings and errors still show."""
+    return record.levelno >= pylogging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
 
 
 def main(argv: list[str]) -> None:
@@ -37,7 +51,10 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     # TensorFlow only feeds data; keep it off the accelerators JAX uses.
     tf.config.set_visible_devices([], "GPU")
-    parallel.maybe_initialize_distributed(FLAGS.jax_distributed)
+    parallel.maybe_initialize_distributed(
+        FLAGS.jax_distributed, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
+    )
+    logging.get_absl_handler().addFilter(_quiet_orbax)
 
     config = FLAGS.config
     workdir = FLAGS.workdir or presets.default_workdir(config)

@@ -58,14 +58,26 @@ def to_global(local_batch: Any, mesh: jax.sharding.Mesh) -> Any:
     )
 
 
-def maybe_initialize_distributed(enabled: bool) -> None:
-    """Calls `jax.distributed.initialize()` (auto-configured on Cloud TPU, Slurm, k8s) if asked.
+def maybe_initialize_distributed(
+    enabled: bool,
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> None:
+    """Calls `jax.distributed.initialize` if asked, then logs the process and device layout.
 
     It must run before anything touches the devices. It is opt-in because on a single machine
     without a cluster environment it has nothing to connect to.
+
+    Args:
+        enabled: whether to initialise the distributed runtime.
+        coordinator_address: 'host:port' of process 0; None to auto-detect (Cloud TPU, Slurm,
+            Kubernetes, or the JAX_COORDINATOR_ADDRESS environment variable).
+        num_processes: how many processes take part; None to auto-detect.
+        process_id: this process's index; None to auto-detect.
     """
     if enabled:
-        jax.distributed.initialize()
+        jax.distributed.initialize(coordinator_address, num_processes, process_id)
     logging.info(
         "JAX process %d of %d, %d local of %d devices (%s)",
         jax.process_index(),

@@ -1,5 +1,6 @@
 """The training loop: mesh, data, state, the jitted step, logging, samples and checkpoints."""
 
+import dataclasses
 import functools
 import signal
 import time
@@ -9,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 from etils import epath
@@ -26,16 +28,25 @@ NUM_SAMPLE_CAPTIONS = 8
 class StopRequest:
     """Set by SIGTERM / SIGINT so the loop can save a checkpoint and exit cleanly.
 
-    Handlers are installed only for a single process: on multi-host runs JAX's preemption
-    service owns the signal and Orbax's `reached_preemption` reports it on every host at the
-    same step.
+    A context manager: the handlers are installed on entry and the previous ones put back on
+    exit. Installed only for a single process: on multi-host runs JAX's preemption service owns
+    the signal and Orbax's `reached_preemption` reports it on every host at the same step.
     """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequest":
         if jax.process_count() == 1:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, self._handle)
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
     def _handle(self, signum: int, frame: Any) -> None:
         del frame
@@ -59,9 +70,27 @@ def _check_finite(step: int, metrics: dict[str, Any], workdir: str) -> None:
         )
 
 
-def _replicate_abstract(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+def abstract_state(
+    config: ml_collections.ConfigDict,
+    optimizer: optax.GradientTransformation,
+    mesh: jax.sharding.Mesh,
+) -> state_lib.GANState:
+    """The shapes, dtypes and (replicated) shardings of the state `config` trains.
+
+    What a checkpoint is restored into: the same layout on any mesh, so a checkpoint saved on
+    8 devices restores on 1.
+    """
+    create = functools.partial(state_lib.create_state, config, optimizer=optimizer)
+    stage1_variables = None
+    if config.stage == 2:
+        stage1_variables = jax.eval_shape(
+            functools.partial(models.init_variables, models.stage1_generator(config.model)),
+            jax.random.key(0),
+            models.generator_inputs(config.model, 1, 2),
+        )
+    shapes = jax.eval_shape(create, jax.random.key(config.seed), stage1_variables=stage1_variables)
     sharding = parallel.replicated(mesh)
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
 
 
 def _sample_inputs(
@@ -145,29 +174,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
         functools.partial(state_lib.create_state, config, optimizer=optimizer),
         out_shardings=replicated,
     )
-    stage1_abstract = None
-    if config.stage == 2:
-        stage1_abstract = _replicate_abstract(
-            jax.eval_shape(
-                models.init_variables,
-                models.stage1_generator(config.model),
-                jax.random.key(0),
-                models.generator_inputs(config.model, 1, 2),
-            ),
-            mesh,
-        )
-    abstract = _replicate_abstract(
-        jax.eval_shape(create, jax.random.key(config.seed), stage1_variables=stage1_abstract), mesh
-    )
+    abstract = abstract_state(config, optimizer, mesh)
     manager = checkpointing.make_manager(workdir, config.keep_checkpoints)
+    stored_pipeline = None
     if manager.latest_step() is not None:
-        state = checkpointing.restore(manager, abstract, meta)
+        state, stored_meta = checkpointing.restore(manager, abstract, meta)
+        stored_pipeline = input_pipeline.PipelineState(**stored_meta["pipeline"])
         logging.info("Resumed from step %d in %s.", int(state.step), workdir)
     else:
         stage1_variables = None
         if config.stage == 2:
             stage1_variables, _ = checkpointing.restore_stage1_generator(
-                config.stage1_workdir, config.stage1_step, stage1_abstract, meta
+                config.stage1_workdir, config.stage1_step, abstract.stage1_generator, meta
             )
         state = create(jax.random.key(config.seed), stage1_variables=stage1_variables)
     if jax.process_index() == 0:
@@ -185,13 +203,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
     schedule = state_lib.learning_rate_schedule(train_config, steps_per_epoch)
 
     start_step = int(state.step)
+    pipeline_state, warning = input_pipeline.resume(
+        stored_pipeline, len(train_source), train_config.global_batch_size, start_step
+    )
+    if warning:
+        logging.warning(warning)
+    meta["pipeline"] = dataclasses.asdict(pipeline_state)
     dataset = input_pipeline.make_dataset(
         train_source,
         stage=config.stage,
         arch=config.model.arch,
         global_batch_size=train_config.global_batch_size,
         seed=config.seed,
-        start_step=start_step,
+        # Training step s (counted from 1) consumes data step s - 1.
+        start_step=pipeline_state.data_step(start_step),
     )
     batches = input_pipeline.global_batches(dataset, mesh)
 
@@ -206,7 +231,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
                 logdir=workdir, num_profile_steps=config.profile_steps, first_profile=start_step + 5
             )
         )
-    stop = StopRequest()
 
     def save(step: int, metrics: dict[str, jax.Array]) -> None:
         # Never save a state that has gone non-finite.
@@ -220,35 +244,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
     log_time, log_step = time.perf_counter(), start_step
     metrics: dict[str, jax.Array] = {}
     step = start_step
-    for step in range(start_step + 1, num_steps + 1):
-        with jax.profiler.StepTraceAnnotation("train", step_num=step):
-            state, metrics = train_step(state, next(batches))
-        for hook in hooks:
-            hook(step)
-        if pending is not None:
-            logged_step, logged = pending
-            logged = jax.device_get(logged)
-            _check_finite(logged_step, logged, workdir)
-            writer.write_scalars(logged_step, logged)
-            pending = None
-        if step % config.log_every_steps == 0 or step == num_steps:
-            now = time.perf_counter()
-            rate = (step - log_step) * train_config.global_batch_size / (now - log_time)
-            log_time, log_step = now, step
-            pending = (
-                step,
-                {**metrics, "learning_rate": schedule(step - 1), "images_per_second": rate},
-            )
-        if step % config.sample_every_steps == 0 or step == num_steps:
-            with report.timed("sample"):
-                images = generate(state, sample_embedding, sample_noise)
-                _write_samples(writer, workdir, step, images, sample_captions)
-        preempted = stop.signal is not None or manager.reached_preemption(step)
-        if step % config.checkpoint_every_steps == 0 or step == num_steps or preempted:
-            save(step, metrics)
-        if preempted:
-            logging.warning("Stopping at step %d after saving a checkpoint.", step)
-            break
+    with StopRequest() as stop:
+        for step in range(start_step + 1, num_steps + 1):
+            with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                state, metrics = train_step(state, next(batches))
+            for hook in hooks:
+                hook(step)
+            if pending is not None:
+                logged_step, logged = pending
+                logged = jax.device_get(logged)
+                _check_finite(logged_step, logged, workdir)
+                writer.write_scalars(logged_step, logged)
+                pending = None
+            if step % config.log_every_steps == 0 or step == num_steps:
+                now = time.perf_counter()
+                rate = (step - log_step) * train_config.global_batch_size / (now - log_time)
+                log_time, log_step = now, step
+                pending = (
+                    step,
+                    {**metrics, "learning_rate": schedule(step - 1), "images_per_second": rate},
+                )
+            if step % config.sample_every_steps == 0 or step == num_steps:
+                with report.timed("sample"):
+                    images = generate(state, sample_embedding, sample_noise)
+                    _write_samples(writer, workdir, step, images, sample_captions)
+            preempted = stop.signal is not None or manager.reached_preemption(step)
+            if step % config.checkpoint_every_steps == 0 or step == num_steps or preempted:
+                save(step, metrics)
+            if preempted:
+                logging.warning("Stopping at step %d after saving a checkpoint.", step)
+                break
     if pending is not None:
         logged = jax.device_get(pending[1])
         _check_finite(pending[0], logged, workdir)

@@ -6,6 +6,8 @@ Both must be in place before JAX is imported anywhere. `JAX_NUM_CPU_DEVICES` is 
 
 import os
 import pathlib
+import subprocess
+import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["JAX_NUM_CPU_DEVICES"] = "8"
@@ -16,6 +18,59 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
+
+from configs import stage1 as stage1_configs  # noqa: E402
+from configs import stage2 as stage2_configs  # noqa: E402
 
 # Tests compare numbers computed on different paths; full float32 matmul precision everywhere.
 jax.config.update("jax_default_matmul_precision", "highest")
+
+# Fixtures shared by the end-to-end tests: a real prepared dataset and a trained Stage-I workdir.
+
+
+# 2 species x 4 images per split: one global batch of 8 per epoch.
+DATASET = "synthetic_birds/4_per_species_2_species"
+
+
+def debug_config(stage, data_dir, num_steps, **overrides):
+    """The `debug` config on the tiny prepared dataset, saving every 2 steps."""
+    config = (stage1_configs if stage == 1 else stage2_configs).get_config("debug")
+    config.data.dataset = DATASET
+    config.data.data_dir = data_dir
+    config.train.num_steps = num_steps
+    config.checkpoint_every_steps = 2
+    config.sample_every_steps = 1000
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """A TFDS data dir holding DATASET, made by the prepare CLI."""
+    directory = tmp_path_factory.mktemp("tfds")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stackgan_jax.data.prepare",
+            "--dataset=synthetic_birds",
+            f"--data_dir={directory}",
+            "--images_per_species=4",
+            "--species_per_split=2",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    return str(directory)
+
+
+@pytest.fixture(scope="session")
+def stage1_run(data_dir, tmp_path_factory):
+    """(config, workdir, final state) of four uninterrupted Stage-I debug steps."""
+    from stackgan_jax import train
+
+    workdir = str(tmp_path_factory.mktemp("stage1"))
+    config = debug_config(1, data_dir, num_steps=4)
+    return config, workdir, train.train_and_evaluate(config, workdir)

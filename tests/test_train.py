@@ -1,0 +1,205 @@
+"""The training loop end to end on a tiny prepared dataset: resume, SIGTERM, Stage-II, 2 hosts.
+
+Every run here is a real one: a `synthetic_birds` dataset prepared by the CLI, the tf.data
+pipeline, the jitted step on 8 CPU devices, Orbax checkpoints and CLU logs in a workdir.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from conftest import DATASET, debug_config
+
+from stackgan_jax import checkpointing, parallel, train
+from stackgan_jax import state as state_lib
+from stackgan_jax.data import input_pipeline
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def flag_overrides(config_file, data_dir, workdir, **fields):
+    fields = {
+        "data.dataset": DATASET,
+        "data.data_dir": data_dir,
+        "sample_every_steps": 1000,
+        **fields,
+    }
+    return [
+        f"--config={config_file}:debug",
+        f"--workdir={workdir}",
+        *(f"--config.{name}={value}" for name, value in fields.items()),
+    ]
+
+
+def leaves(tree):
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def assert_trees_equal(got, want):
+    got, want = leaves(got), leaves(want)
+    assert len(got) == len(want)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def restore_on(workdir, config, devices, step=None):
+    """A workdir's checkpoint restored onto a mesh of `devices`."""
+    manager = checkpointing.make_manager(workdir, read_only=True)
+    meta = checkpointing.read_meta(manager, step or manager.latest_step())
+    optimizer = state_lib.make_optimizer(config.train, meta["steps_per_epoch"])
+    abstract = train.abstract_state(config, optimizer, parallel.make_mesh(devices))
+    state, _ = checkpointing.restore(manager, abstract, meta, step)
+    return state
+
+
+@pytest.mark.slow
+def test_resume_ends_with_the_same_state_as_an_uninterrupted_run(stage1_run, data_dir, tmp_path):
+    config, workdir, uninterrupted = stage1_run
+    assert int(uninterrupted.step) == 4
+    workdir_resumed = str(tmp_path / "resumed")
+    train.train_and_evaluate(debug_config(1, data_dir, num_steps=2), workdir_resumed)
+    resumed = train.train_and_evaluate(config, workdir_resumed)
+    assert int(resumed.step) == 4
+    for net in ("generator", "discriminator"):
+        assert_trees_equal(getattr(resumed, net), getattr(uninterrupted, net))
+    # The run's artefacts: checkpoints at the save steps, TensorBoard events and sample grids.
+    assert checkpointing.make_manager(workdir, read_only=True).all_steps() == [2, 4]
+    names = os.listdir(workdir)
+    assert any(name.startswith("events.out.tfevents") for name in names)
+    samples = sorted(os.listdir(os.path.join(workdir, "samples")))
+    assert samples == ["captions.txt", "step_00000004.png"]
+
+
+@pytest.mark.slow
+def test_stage2_trains_on_a_stage1_workdir_and_leaves_its_params_unchanged(
+    stage1_run, data_dir, tmp_path
+):
+    stage1_config, stage1_workdir, stage1_state = stage1_run
+    config = debug_config(2, data_dir, num_steps=2, stage1_workdir=stage1_workdir)
+    state = train.train_and_evaluate(config, str(tmp_path / "stage2"))
+    assert int(state.step) == 2
+    assert_trees_equal(state.stage1_generator["params"], stage1_state.generator.params)
+    # 'batch' mode: the frozen generator's running averages keep moving, as in the references.
+    stats = leaves(state.stage1_generator["batch_stats"])
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(stats, leaves(stage1_state.generator.batch_stats), strict=True)
+    )
+    # A Stage-II workdir alone restores its frozen Stage-I generator.
+    restored = restore_on(str(tmp_path / "stage2"), config, jax.devices()[:1])
+    assert_trees_equal(restored.stage1_generator, state.stage1_generator)
+
+
+def test_a_stage1_checkpoint_of_another_width_is_refused_naming_the_field(
+    stage1_run, data_dir, tmp_path
+):
+    _, stage1_workdir, _ = stage1_run
+    config = debug_config(2, data_dir, num_steps=2, stage1_workdir=stage1_workdir)
+    config.model.gf_dim = 32
+    with pytest.raises(checkpointing.CheckpointMismatchError, match="model.gf_dim is 16 .* 32"):
+        train.train_and_evaluate(config, str(tmp_path / "stage2"))
+    assert not os.path.exists(tmp_path / "stage2" / "checkpoints" / "0")
+
+
+def test_resuming_with_another_architecture_is_refused(stage1_run, data_dir):
+    _, workdir, _ = stage1_run
+    config = debug_config(1, data_dir, num_steps=6)
+    config.model.arch = "pytorch"
+    with pytest.raises(checkpointing.CheckpointMismatchError, match="model.arch is 'tf'"):
+        train.train_and_evaluate(config, workdir)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_the_current_step_and_the_next_run_continues_from_it(data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    command = [sys.executable, "-m", "stackgan_jax.main"]
+    never = 10**6
+    flags = flag_overrides(
+        "configs/stage1.py",
+        data_dir,
+        workdir,
+        **{"train.num_steps": never, "checkpoint_every_steps": never, "log_every_steps": 1},
+    )
+    process = subprocess.Popen(
+        [*command, *flags], stderr=subprocess.PIPE, text=True, cwd=REPOSITORY
+    )
+    # Wait for a few logged steps, then ask it to stop as a preemption would.
+    for line in process.stderr:
+        if "] d_fake=" in line and int(line.split("] d_fake=")[0].rsplit("[", 1)[1]) >= 3:
+            break
+    process.send_signal(signal.SIGTERM)
+    _, rest = process.communicate(timeout=300)
+    assert process.returncode == 0, rest
+    (stopped_at,) = checkpointing.make_manager(str(workdir), read_only=True).all_steps()
+    assert 3 <= stopped_at < never
+    assert f"Stopping at step {stopped_at}" in rest
+
+    flags = flag_overrides(
+        "configs/stage1.py", data_dir, workdir, **{"train.num_steps": stopped_at + 2}
+    )
+    result = subprocess.run(
+        [*command, *flags], capture_output=True, text=True, timeout=600, cwd=REPOSITORY
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"Resumed from step {stopped_at}" in result.stderr
+    manager = checkpointing.make_manager(str(workdir), read_only=True)
+    assert manager.latest_step() == stopped_at + 2
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_of_four_devices_match_one_process_of_eight(stage1_run, data_dir, tmp_path):
+    config, _, one_process = stage1_run
+    workdir = tmp_path / "two_hosts"
+    address = f"localhost:{free_port()}"
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "4"}
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "stackgan_jax.main",
+                *flag_overrides(
+                    "configs/stage1.py",
+                    data_dir,
+                    workdir,
+                    **{"train.num_steps": 4, "checkpoint_every_steps": 2},
+                ),
+                "--jax_distributed",
+                f"--coordinator_address={address}",
+                "--num_processes=2",
+                f"--process_id={index}",
+            ],
+            env=env,
+            cwd=REPOSITORY,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for index in range(2)
+    ]
+    deadline = time.monotonic() + 900
+    for process in processes:
+        _, errors = process.communicate(timeout=max(1, deadline - time.monotonic()))
+        assert process.returncode == 0, errors[-5000:]
+    # Restored on one device, the 2-process run's state matches the 1 x 8 run's.
+    two_processes = restore_on(str(workdir), config, jax.devices()[:1])
+    assert int(two_processes.step) == 4
+    for net in ("generator", "discriminator"):
+        got, want = leaves(getattr(two_processes, net)), leaves(getattr(one_process, net))
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    meta = checkpointing.read_meta(checkpointing.make_manager(str(workdir), read_only=True), 4)
+    assert meta["data_process_count"] == 2
+    assert input_pipeline.PipelineState(**meta["pipeline"]).step_offset == 0
