@@ -1,7 +1,7 @@
 """Image grids for training samples (TensorBoard and PNG files)."""
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -37,3 +37,30 @@ def grid(rows: list[np.ndarray], padding: int = 2) -> np.ndarray:
             y, x = padding + i * step, padding + j * step
             out[y : y + size, x : x + size] = image
     return out
+
+
+def captioned_grid(
+    captions: list[str], rows: list[np.ndarray], band_height: int = 24, padding: int = 2
+) -> np.ndarray:
+    """The reference demo's layout: per sentence, a caption band above its rows of images.
+
+    Args:
+      captions: one sentence per block.
+      rows: for each sentence, its rows (e.g. Stage-I then Stage-II), as `grid` takes them.
+      band_height: pixels of the caption band.
+      padding: white pixels between images.
+
+    Returns:
+      uint8 [H, W, 3].
+    """
+    blocks = []
+    for caption, block_rows in zip(captions, rows, strict=True):
+        images = grid(block_rows, padding)
+        band = Image.new("RGB", (images.shape[1], band_height), "white")
+        ImageDraw.Draw(band).text((padding + 2, 4), caption, fill="black")
+        blocks += [np.asarray(band), images]
+    width = max(block.shape[1] for block in blocks)
+    padded = [
+        np.pad(b, ((0, 0), (0, width - b.shape[1]), (0, 0)), constant_values=255) for b in blocks
+    ]
+    return np.concatenate(padded)

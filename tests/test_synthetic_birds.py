@@ -197,3 +197,17 @@ def test_bird_size_follows_the_size_attribute(train_examples):
 def test_unknown_split_is_an_error():
     with pytest.raises(ValueError, match="validation"):
         next(sb.generate("validation"))
+
+
+def test_caption_attributes_reads_back_every_template_and_value():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        attributes = {
+            name: int(rng.integers(len(values))) for name, values in sb.ATTRIBUTES.items()
+        }
+        for caption in sb.make_captions(attributes, rng):
+            named = sb.caption_attributes(caption)
+            assert 2 <= len(named) <= 4
+            assert named == {name: attributes[name] for name in named}
+    with pytest.raises(ValueError, match="not a synthetic_birds caption"):
+        sb.caption_attributes("a bird.")

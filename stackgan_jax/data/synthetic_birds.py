@@ -18,6 +18,7 @@ on the training species, whose fixed combinations let it learn species instead o
 import dataclasses
 import functools
 import itertools
+import re
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -347,6 +348,60 @@ def make_captions(attributes: dict[str, int], rng: np.random.Generator) -> list[
 
 def _with_article(word: str) -> str:
     return f"an {word}" if word[0] in "aeiou" else f"a {word}"
+
+
+# Caption placeholders -> (attribute, the words its values are written with).
+_PLACEHOLDERS = {
+    "body": ("body_colour", COLOURS),
+    "wing": ("wing_colour", COLOURS),
+    "crown": ("crown_colour", COLOURS),
+    "beak": ("beak_colour", COLOURS),
+    "length": ("beak_length", BEAK_LENGTHS),
+    "size": ("size", _SIZE_WORDS),
+}
+
+
+def _template_pattern(template: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
+    """A regex that reads a template's placeholder words back, and the placeholders' names."""
+    parts = re.split(r"\{(\w+)\}", template)
+    names = tuple(parts[1::2])
+    pieces = []
+    for i, part in enumerate(parts):
+        if i % 2 == 0:
+            pieces.append(re.escape(part))
+        else:
+            words = _PLACEHOLDERS[part.removeprefix("a_")][1]
+            choice = "|".join(map(re.escape, words))
+            pieces.append(f"(?:an? )?({choice})" if part.startswith("a_") else f"({choice})")
+    return re.compile("".join(pieces)), names
+
+
+_TEMPLATE_PATTERNS = tuple(_template_pattern(t) for t in CAPTION_TEMPLATES)
+
+
+def caption_attributes(caption: str) -> dict[str, int]:
+    """The attribute values a caption of `make_captions` names, read back from its words.
+
+    Args:
+        caption: a caption written from one of CAPTION_TEMPLATES.
+
+    Returns:
+        {attribute name: index into ATTRIBUTES[name]} for the 2-4 attributes it mentions
+        (sizes are written 'small', 'medium-sized', 'large' and read back as SIZES indices).
+
+    Raises:
+        ValueError: the caption fits no template.
+    """
+    for pattern, names in _TEMPLATE_PATTERNS:
+        match = pattern.fullmatch(caption)
+        if match:
+            return {
+                _PLACEHOLDERS[name.removeprefix("a_")][0]: _PLACEHOLDERS[name.removeprefix("a_")][
+                    1
+                ].index(word)
+                for name, word in zip(names, match.groups(), strict=True)
+            }
+    raise ValueError(f"not a synthetic_birds caption: {caption!r}")
 
 
 # ----------------------------------------------------------------------------------------------

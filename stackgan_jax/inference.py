@@ -1,0 +1,146 @@
+"""A trained generator from a workdir: what sampling and evaluation run on.
+
+A checkpoint's `meta` holds the config it was trained with, so a workdir alone says which
+networks to build and which text encoder made their conditioning. Only the generators are read
+(Orbax partial restore): no discriminator, no optimiser state.
+"""
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from stackgan_jax import checkpointing, models, steps
+from stackgan_jax.state import GANState, NetState
+
+
+class NoCheckpointError(FileNotFoundError):
+    """A workdir without a finished checkpoint."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedModel:
+    """The generator(s) of one checkpoint.
+
+    Attributes:
+        config: the training config, as the checkpoint recorded it.
+        meta: the checkpoint's whole `meta` item.
+        step: the checkpoint's step.
+        generator: the stage's generator `{'params', 'batch_stats'}`.
+        stage1_generator: Stage-II only: the frozen Stage-I generator's variables.
+    """
+
+    config: ml_collections.ConfigDict
+    meta: dict[str, Any]
+    step: int
+    generator: Any
+    stage1_generator: Any | None
+
+    @property
+    def stage(self) -> int:
+        """1 or 2."""
+        return self.config.stage
+
+    @property
+    def text_encoder(self) -> str:
+        """Name of the text encoder whose embeddings condition the generator."""
+        return self.meta["text_encoder"]["name"]
+
+    @functools.cached_property
+    def generate_fn(self) -> Any:
+        """The jitted (generator, stage1_generator, embedding, key) -> images."""
+        nets = steps.Networks.from_config(self.config)
+
+        def run(generator: Any, stage1_generator: Any, embedding: jax.Array, key: jax.Array):
+            # `steps.generate` reads only the generators of a training state.
+            state = GANState(
+                step=jnp.zeros((), jnp.int32),
+                generator=NetState(generator["params"], generator["batch_stats"], None),
+                discriminator=None,
+                stage1_generator=stage1_generator,
+            )
+            return steps.generate(
+                nets, state, embedding, steps.sample_noise(nets, key, len(embedding))
+            )
+
+        return jax.jit(run)
+
+
+def _abstract_generator(model_config: ml_collections.ConfigDict, stage: int) -> Any:
+    module = models.generator(model_config, stage)
+    shapes = jax.eval_shape(
+        functools.partial(models.init_variables, module),
+        jax.random.key(0),
+        models.generator_inputs(model_config, stage, 2),
+    )
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=_one_device()), shapes
+    )
+
+
+def _one_device() -> jax.sharding.SingleDeviceSharding:
+    return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+
+def load(workdir: str, step: int | None = None) -> TrainedModel:
+    """The generators of a workdir's checkpoint, on the first local device.
+
+    Args:
+        workdir: a Stage-I or Stage-II training workdir (local or gs://).
+        step: the checkpoint step; None for the latest.
+
+    Returns:
+        The trained model.
+
+    Raises:
+        NoCheckpointError: no workdir, or no checkpoint (at `step`) in it.
+    """
+    directory = checkpointing.checkpoint_dir(workdir)
+    if not directory.exists():
+        raise NoCheckpointError(
+            f"{workdir} has no checkpoints/ folder: is it a training workdir "
+            "(python -m stackgan_jax.main --workdir=...)?"
+        )
+    manager = checkpointing.make_manager(workdir, read_only=True)
+    available = manager.all_steps()
+    if not available:
+        raise NoCheckpointError(f"{directory} holds no finished checkpoint.")
+    step = max(available) if step is None else step
+    if step not in available:
+        raise NoCheckpointError(f"No checkpoint at step {step} in {directory}; have {available}.")
+    meta = checkpointing.read_meta(manager, step)
+    config = ml_collections.ConfigDict(meta["config"])
+    generator = checkpointing.restore_variables(
+        manager, step, checkpointing.GENERATOR, _abstract_generator(config.model, config.stage)
+    )
+    stage1_generator = None
+    if config.stage == 2:
+        stage1_generator = checkpointing.restore_variables(
+            manager, step, checkpointing.STAGE1_GENERATOR, _abstract_generator(config.model, 1)
+        )
+    return TrainedModel(config, meta, step, generator, stage1_generator)
+
+
+def generate(
+    model: TrainedModel, embedding: jax.Array, key: jax.Array
+) -> tuple[jax.Array, jax.Array | None]:
+    """Images for text embeddings, with inference-mode BatchNorm (the stored running averages).
+
+    Args:
+        model: from `load`.
+        embedding: float32 [N, text_dim], one row per image.
+        key: the noise's PRNG key; the same key and embeddings give the same images.
+
+    Returns:
+        (64×64 images, 256×256 images or None for Stage-I), in [-1, 1].
+    """
+    text_dim = model.config.model.text_dim
+    if embedding.ndim != 2 or embedding.shape[1] != text_dim:
+        raise ValueError(
+            f"embeddings must be [N, {text_dim}] for this model "
+            f"({model.text_encoder}); got shape {tuple(embedding.shape)}"
+        )
+    return model.generate_fn(model.generator, model.stage1_generator, embedding, key)

@@ -1,0 +1,152 @@
+"""Images from any sentence with a trained checkpoint.
+
+    python -m stackgan_jax.sample --workdir=runs/demo/stage2 --text="a red bird with blue wings."
+    python -m stackgan_jax.sample --workdir=DIR --text_file=captions.txt --num_samples=8
+    python -m stackgan_jax.sample --workdir=DIR --embeddings=vectors.npy --individual_dir=out/
+
+The workdir's checkpoint says which networks to build and which text encoder conditions them.
+The grid shows, per sentence, a caption band, then the Stage-I row (upscaled) and, for a
+Stage-II workdir, the Stage-II row, as the reference demo does. BatchNorm runs in inference mode
+on the running averages stored in the checkpoint.
+"""
+
+import sys
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+from absl import app, flags
+from etils import epath
+from PIL import Image
+
+from stackgan_jax import inference, visualize
+from stackgan_jax.text import MissingWeightsError, get_encoder
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir to sample from.", required=True)
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+_TEXT = flags.DEFINE_multi_string("text", [], "A sentence; repeat for several.")
+_TEXT_FILE = flags.DEFINE_string("text_file", None, "A file of sentences, one per line.")
+_EMBEDDINGS = flags.DEFINE_string(
+    "embeddings", None, "A .npy of float32 [N, text_dim] embeddings instead of sentences."
+)
+_TEXT_ENCODER_WEIGHTS = flags.DEFINE_string(
+    "text_encoder_weights",
+    None,
+    "The text encoder's weights (char_cnn_rnn: the .npz of stackgan_jax.text.convert_t7); "
+    "default: the encoder's own.",
+)
+_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 4, "Images per sentence.", lower_bound=1)
+_SEED = flags.DEFINE_integer("seed", 0, "Noise seed; the same seed gives the same images.")
+_OUTPUT = flags.DEFINE_string(
+    "output", None, "Where to write the grid PNG (default: <workdir>/samples/sentences.png)."
+)
+_INDIVIDUAL_DIR = flags.DEFINE_string(
+    "individual_dir", None, "Also write each image as <dir>/<sentence>_<sample>[_stage1].png."
+)
+
+
+def read_sentences(texts: Sequence[str], text_file: str | None) -> list[str]:
+    """The sentences of --text and --text_file, stripped; fails on empty ones.
+
+    Raises:
+        app.UsageError: no sentence, or an empty one.
+    """
+    sentences = [t.strip() for t in texts]
+    if text_file:
+        lines = epath.Path(text_file).read_text().splitlines()
+        sentences += [line.strip() for line in lines if line.strip()]
+    if not sentences:
+        raise app.UsageError("give --text (repeatable), --text_file or --embeddings")
+    if not all(sentences):
+        raise app.UsageError("--text must not be empty")
+    return sentences
+
+
+def embed(
+    model: inference.TrainedModel, sentences: Sequence[str], weights: str | None
+) -> np.ndarray:
+    """Embeds sentences with the text encoder the model was trained on.
+
+    Raises:
+        MissingWeightsError: the encoder's weights are not installed; the message says how to
+            get them.
+    """
+    encoder = get_encoder(model.text_encoder, weights)
+    return encoder.encode(list(sentences))
+
+
+def sample(
+    model: inference.TrainedModel, embeddings: np.ndarray, num_samples: int, seed: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """`num_samples` images per embedding.
+
+    Args:
+        model: from `inference.load`.
+        embeddings: float32 [S, text_dim].
+        num_samples: images per embedding.
+        seed: noise seed.
+
+    Returns:
+        (Stage-I images [S, num_samples, 64, 64, 3], Stage-II images [S, num_samples, 256,
+        256, 3] or None), in [-1, 1].
+    """
+    repeated = np.repeat(np.asarray(embeddings, np.float32), num_samples, axis=0)
+    low, high = inference.generate(model, repeated, jax.random.key(seed))
+    shape = (len(embeddings), num_samples)
+    low = np.asarray(low).reshape(*shape, *low.shape[1:])
+    if high is not None:
+        high = np.asarray(high).reshape(*shape, *high.shape[1:])
+    return low, high
+
+
+def _file_stem(text: str, index: int) -> str:
+    kept = "".join(c if c.isalnum() else "_" for c in text.lower())[:60].strip("_")
+    return f"{index:03d}_{kept}"
+
+
+def write_individual(
+    directory: str, labels: Sequence[str], low: np.ndarray, high: np.ndarray | None
+) -> None:
+    """One PNG per image; Stage-I images of a Stage-II model get a `_stage1` suffix."""
+    out = epath.Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    for i, label in enumerate(labels):
+        stem = _file_stem(label, i)
+        for j in range(low.shape[1]):
+            pictures = (
+                {"_stage1": low[i, j], "": high[i, j]} if high is not None else {"": low[i, j]}
+            )
+            for suffix, image in pictures.items():
+                with (out / f"{stem}_{j}{suffix}.png").open("wb") as f:
+                    Image.fromarray(visualize.to_uint8(image)).save(f, format="PNG")
+
+
+def main(argv: Sequence[str]) -> None:
+    """Loads the checkpoint, embeds the sentences, writes the grid (and single images)."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        model = inference.load(_WORKDIR.value, _STEP.value)
+        if _EMBEDDINGS.value:
+            embeddings = np.load(_EMBEDDINGS.value)
+            labels = [f"embedding {i}" for i in range(len(embeddings))]
+        else:
+            labels = read_sentences(_TEXT.value, _TEXT_FILE.value)
+            embeddings = embed(model, labels, _TEXT_ENCODER_WEIGHTS.value)
+        low, high = sample(model, embeddings, _NUM_SAMPLES.value, _SEED.value)
+    except (inference.NoCheckpointError, MissingWeightsError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    output = epath.Path(_OUTPUT.value or epath.Path(_WORKDIR.value) / "samples" / "sentences.png")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    rows = [[low[i]] + ([high[i]] if high is not None else []) for i in range(len(labels))]
+    with output.open("wb") as f:
+        Image.fromarray(visualize.captioned_grid(labels, rows)).save(f, format="PNG")
+    print(f"Wrote {output} ({len(labels)} sentences x {low.shape[1]} samples, step {model.step}).")
+    if _INDIVIDUAL_DIR.value:
+        write_individual(_INDIVIDUAL_DIR.value, labels, low, high)
+        print(f"Wrote single images to {_INDIVIDUAL_DIR.value}.")
+
+
+if __name__ == "__main__":
+    app.run(main)
