@@ -1,0 +1,1 @@
+"""Throughput, FLOP and MFU benchmarks of the StackGAN training step and input pipeline."""

@@ -1,0 +1,210 @@
+r"""Our training step against the PyTorch reference on the same CPUs; prints one JSON line.
+
+    python benchmarks/compare_torch.py --torch_python=/tmp/torchvenv/bin/python [--stage2]
+
+Both sides run StackGAN-Pytorch's networks at the birds widths (our `birds_pytorch` config;
+`../shared/bench/torch_reference.py` on the other side) with the same maths: float32, synthetic
+inputs, D run separately on real and fake images with the real features reused for the wrong
+pairs, one Adam step for D then one for G per iteration. Stage-I at batch 64, Stage-II (with
+--stage2) at batch 16 around a randomly initialised frozen Stage-I generator.
+
+Threads. Both are pinned to the same `--threads` CPUs (by default the first of those this
+process may use) with `os.sched_setaffinity`, set before JAX starts its CPU backend and
+inherited by the PyTorch process:
+- ours: one XLA CPU device (`jax_num_cpu_devices=1`; any `--xla_force_host_platform_device_count`
+  is removed from XLA_FLAGS) with XLA's default multi-threaded Eigen (`--xla_cpu_multi_thread_eigen`
+  left at its default, true); XLA sizes its intra-op pool from the CPUs the process may use, so
+  pinning gives it `--threads` threads;
+- reference: `torch.set_num_threads(threads)`, and OMP_NUM_THREADS / MKL_NUM_THREADS set to the
+  same number, in a separate interpreter (--torch_python): PyTorch is never a dependency of this
+  project.
+
+Each of `--runs` runs times both sides in turn, alternating which goes first (ABBA), each with 2
+untimed warm-up steps then `--steps_*` timed ones; our steps are dispatched back to back and
+waited for once, as the reference's are synchronous. The reference's script rebuilds its
+networks every run; our step is compiled once per stage (compile time is reported, not timed).
+The medians over runs are compared: `ratio` = ours / reference in images per second.
+"""
+
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from absl import app, flags, logging
+
+# `python benchmarks/compare_torch.py` puts benchmarks/ on the path; imports need the repo root.
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import jax  # noqa: E402
+
+from benchmarks import harness  # noqa: E402
+from configs import stage1 as stage1_configs  # noqa: E402
+from configs import stage2 as stage2_configs  # noqa: E402
+from stackgan_jax import models  # noqa: E402
+
+_TORCH_PYTHON = flags.DEFINE_string(
+    "torch_python", None, "Python interpreter that has torch, e.g. /tmp/torchvenv/bin/python."
+)
+_TORCH_REFERENCE = flags.DEFINE_string(
+    "torch_reference",
+    str(REPO.parent / "shared" / "bench" / "torch_reference.py"),
+    "The PyTorch reference script (usage: torch_reference.py STAGE BATCH STEPS).",
+)
+_STAGE2 = flags.DEFINE_bool("stage2", False, "Also compare Stage-II.")
+_CONFIG_NAME = flags.DEFINE_string(
+    "config_name", "birds_pytorch", "Our config; it must be a 'pytorch'-arch preset."
+)
+_RUNS = flags.DEFINE_integer("runs", 5, "Alternating runs of each side; medians are compared.")
+_STEPS_STAGE1 = flags.DEFINE_integer("steps_stage1", 5, "Timed Stage-I steps per run.")
+_STEPS_STAGE2 = flags.DEFINE_integer("steps_stage2", 2, "Timed Stage-II steps per run.")
+_BATCH_STAGE1 = flags.DEFINE_integer("batch_size_stage1", 64, "Stage-I batch.")
+_BATCH_STAGE2 = flags.DEFINE_integer("batch_size_stage2", 16, "Stage-II batch.")
+_THREADS = flags.DEFINE_integer("threads", 2, "CPUs / threads for each side.")
+_CPUS = flags.DEFINE_list(
+    "cpus", None, "CPU ids to pin both sides to (default: the first --threads allowed ones)."
+)
+
+# The reference script runs this many untimed steps before timing; ours matches it.
+WARMUP = 2
+
+# Runs the reference's `main()` with a thread count set first (its own script sets none).
+TORCH_DRIVER = """
+import runpy, sys
+import torch
+torch.set_num_threads(int(sys.argv[1]))
+path = sys.argv[2]
+sys.argv = [path] + sys.argv[3:]
+runpy.run_path(path, run_name="__main__")
+"""
+
+
+def pin_cpus(threads: int, cpus: Sequence[str] | None) -> list[int]:
+    """Restricts this process (and its children) to `cpus` or the first `threads` allowed CPUs."""
+    allowed = sorted(os.sched_getaffinity(0))
+    chosen = [int(c) for c in cpus] if cpus else allowed[:threads]
+    if len(chosen) != threads or not set(chosen) <= set(allowed):
+        raise app.UsageError(f"Need {threads} CPUs among {allowed}, got {chosen}.")
+    os.sched_setaffinity(0, chosen)
+    return chosen
+
+
+def single_cpu_device() -> str:
+    """One XLA CPU device (must run before JAX's backend starts); returns the XLA_FLAGS left."""
+    kept = [
+        f
+        for f in os.environ.get("XLA_FLAGS", "").split()
+        if not f.startswith("--xla_force_host_platform_device_count")
+    ]
+    os.environ["XLA_FLAGS"] = " ".join(kept)
+    jax.config.update("jax_platforms", "cpu")
+    jax.config.update("jax_num_cpu_devices", 1)
+    return os.environ["XLA_FLAGS"]
+
+
+def run_reference(stage: int, batch: int, steps: int, threads: int) -> dict[str, Any]:
+    """One run of the PyTorch reference; its JSON record (`img_per_s`, `params_*`, ...)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    command = [
+        _TORCH_PYTHON.value,
+        "-c",
+        TORCH_DRIVER,
+        str(threads),
+        _TORCH_REFERENCE.value,
+        str(stage),
+        str(batch),
+        str(steps),
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"The PyTorch reference failed:\n{done.stderr[-4000:]}")
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    if record.get("threads") != threads:
+        raise RuntimeError(
+            f"The reference ran with {record.get('threads')} threads, not {threads}."
+        )
+    return record
+
+
+def compare_stage(stage: int, batch: int, steps: int, runs: int, threads: int) -> dict[str, Any]:
+    """Alternating runs of both sides at one stage; medians, ratio and per-run numbers."""
+    module = stage1_configs if stage == 1 else stage2_configs
+    config = harness.configure(module.get_config(_CONFIG_NAME.value), batch, "float32")
+    if config.model.arch != "pytorch":
+        raise app.UsageError(f"--config_name={config.name} is not a 'pytorch'-arch preset.")
+    logging.info("Compiling our Stage-%d step at batch %d.", stage, batch)
+    bench = harness.build(config)
+    ours, reference, torch_record = [], [], {}
+    for run in range(runs):
+        sides = ("ours", "reference") if run % 2 == 0 else ("reference", "ours")
+        for side in sides:
+            if side == "ours":
+                seconds = harness.time_pipelined(bench, steps, WARMUP)
+                ours.append(batch / seconds)
+            else:
+                torch_record = run_reference(stage, batch, steps, threads)
+                reference.append(torch_record["img_per_s"])
+        logging.info(
+            "Stage-%d run %d: ours %.3f, reference %.3f img/s", stage, run, ours[-1], reference[-1]
+        )
+    ours_median, reference_median = statistics.median(ours), statistics.median(reference)
+    state = bench.state
+    return {
+        "config": config.name,
+        "batch": batch,
+        "steps_per_run": steps,
+        "warmup_per_run": WARMUP,
+        "ours_images_per_sec": ours_median,
+        "reference_images_per_sec": reference_median,
+        "ratio": ours_median / reference_median,
+        "ours_runs": ours,
+        "reference_runs": reference,
+        "ours_compile_s": bench.compile_s,
+        "torch_version": torch_record.get("framework"),
+        "params": {
+            "ours_generator": models.parameter_count(state.generator.variables),
+            "ours_discriminator": models.parameter_count(state.discriminator.variables),
+            "reference_generator_trainable": torch_record.get("params_G_trainable"),
+            "reference_discriminator": torch_record.get("params_D"),
+        },
+    }
+
+
+def main(argv: Sequence[str]) -> None:
+    """Pins the CPUs, runs the comparisons and prints the JSON record."""
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if _RUNS.value < 1:
+        raise app.UsageError("--runs must be at least 1.")
+    threads = _THREADS.value
+    cpus = pin_cpus(threads, _CPUS.value)
+    xla_flags = single_cpu_device()
+    stages = [(1, _BATCH_STAGE1.value, _STEPS_STAGE1.value)]
+    if _STAGE2.value:
+        stages.append((2, _BATCH_STAGE2.value, _STEPS_STAGE2.value))
+    results = {
+        f"stage{stage}": compare_stage(stage, batch, steps, _RUNS.value, threads)
+        for stage, batch, steps in stages
+    }
+    record: dict[str, Any] = {
+        "benchmark": "compare_torch",
+        "threads": threads,
+        "cpus": cpus,
+        "xla_flags": xla_flags,
+        "jax_device_count": jax.device_count(),
+        "jax_version": jax.__version__,
+        "runs": _RUNS.value,
+        **{f"ratio_{name}": result["ratio"] for name, result in results.items()},
+        **results,
+    }
+    print(json.dumps(record), flush=True)
+
+
+if __name__ == "__main__":
+    flags.mark_flag_as_required("torch_python")
+    app.run(main)
