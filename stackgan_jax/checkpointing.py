@@ -35,6 +35,7 @@ RESUME_FIELDS = (
     "model.gf_dim",
     "model.df_dim",
     "model.num_residual",
+    "model.text_scale",
     "dataset",
     "text_encoder.name",
     "text_encoder.dim",
@@ -47,6 +48,7 @@ STAGE1_FIELDS = (
     "model.z_dim",
     "model.condition_dim",
     "model.gf_dim",
+    "model.text_scale",
     "text_encoder.name",
     "text_encoder.dim",
 )

@@ -49,6 +49,7 @@ class Networks:
     z_dim: int
     condition_dim: int
     kl_coeff: float
+    text_scale: float
     stage1_batch_stats: bool
     seed: int
 
@@ -68,6 +69,7 @@ class Networks:
             z_dim=model.z_dim,
             condition_dim=model.condition_dim,
             kl_coeff=config.train.kl_coeff,
+            text_scale=model.get("text_scale", 1.0),
             stage1_batch_stats=stage1_bn == "batch",
             seed=config.seed,
         )
@@ -253,7 +255,7 @@ def train_step(
     Returns:
       The new state and scalar metrics.
     """
-    embedding = batch["embedding"]
+    embedding = batch["embedding"] * nets.text_scale
     batch_size = embedding.shape[0]
     d_key, g_key = jax.random.split(jax.random.fold_in(jax.random.key(nets.seed), state.step))
 
@@ -327,10 +329,13 @@ def generate(
 ) -> tuple[Array, Array | None]:
     """Images for `embedding` with inference-mode BatchNorm (the stored running averages).
 
+    `embedding` is as the dataset stores it; `nets.text_scale` is applied here, as in training.
+
     Returns:
       (64×64 images, 256×256 images or None), in [-1, 1]. In Stage-II the 64×64 images are the
       frozen Stage-I generator's.
     """
+    embedding = embedding * nets.text_scale
     if nets.stage == 1:
         images, _, _ = nets.generator.apply(
             state.generator.variables, embedding, noise.z, noise.ca, train=False

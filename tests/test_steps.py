@@ -227,3 +227,22 @@ def test_stage2_keeps_stage1_params_frozen(stage1_bn):
     assert not np.array_equal(
         jax.tree.leaves(initial.generator.params)[0], jax.tree.leaves(new.generator.params)[0]
     )
+
+
+def test_text_scale_multiplies_the_embedding_in_training_and_generation():
+    config = debug_config("tf")
+    batch = make_batch(config)
+    scaled = debug_config("tf")
+    scaled.model.text_scale = 3.0
+    _, new, metrics = run_step(scaled, recording_sgd(LR), one_device_mesh(), batch)
+    batch["embedding"] = batch["embedding"] * 3.0
+    _, want_new, want_metrics = run_step(config, recording_sgd(LR), one_device_mesh(), batch)
+    for name in metrics:
+        np.testing.assert_allclose(metrics[name], want_metrics[name], rtol=1e-6, err_msg=name)
+    assert_trees_close(new.generator.opt_state, want_new.generator.opt_state)
+    nets, want_nets = steps.Networks.from_config(scaled), steps.Networks.from_config(config)
+    noise = steps.sample_noise(nets, jax.random.key(0), BATCH)
+    embedding = jnp.asarray(batch["embedding"]) / 3.0
+    images, _ = steps.generate(nets, new, embedding, noise)
+    want, _ = steps.generate(want_nets, new, embedding * 3.0, noise)
+    np.testing.assert_allclose(images, want, rtol=1e-5, atol=1e-6)
