@@ -13,6 +13,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=find_packages(include=["stackgan_jax", "stackgan_jax.*"]),
+    package_data={"stackgan_jax.metrics": ["attribute_classifier.npz"]},
     install_requires=[
         "jax>=0.10.0",
         "flax>=0.12.0",

@@ -22,28 +22,6 @@ from PIL import Image
 from stackgan_jax import inference, visualize
 from stackgan_jax.text import MissingWeightsError, get_encoder
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir to sample from.", required=True)
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-_TEXT = flags.DEFINE_multi_string("text", [], "A sentence; repeat for several.")
-_TEXT_FILE = flags.DEFINE_string("text_file", None, "A file of sentences, one per line.")
-_EMBEDDINGS = flags.DEFINE_string(
-    "embeddings", None, "A .npy of float32 [N, text_dim] embeddings instead of sentences."
-)
-_TEXT_ENCODER_WEIGHTS = flags.DEFINE_string(
-    "text_encoder_weights",
-    None,
-    "The text encoder's weights (char_cnn_rnn: the .npz of stackgan_jax.text.convert_t7); "
-    "default: the encoder's own.",
-)
-_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 4, "Images per sentence.", lower_bound=1)
-_SEED = flags.DEFINE_integer("seed", 0, "Noise seed; the same seed gives the same images.")
-_OUTPUT = flags.DEFINE_string(
-    "output", None, "Where to write the grid PNG (default: <workdir>/samples/sentences.png)."
-)
-_INDIVIDUAL_DIR = flags.DEFINE_string(
-    "individual_dir", None, "Also write each image as <dir>/<sentence>_<sample>[_stage1].png."
-)
-
 
 def read_sentences(texts: Sequence[str], text_file: str | None) -> list[str]:
     """The sentences of --text and --text_file, stripped; fails on empty ones.
@@ -121,32 +99,60 @@ def write_individual(
                     Image.fromarray(visualize.to_uint8(image)).save(f, format="PNG")
 
 
+def _define_flags() -> None:
+    """The command line's flags (defined only when run as a program, so modules import freely)."""
+    flags.DEFINE_string("workdir", None, "Training workdir to sample from.", required=True)
+    flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+    flags.DEFINE_multi_string("text", [], "A sentence; repeat for several.")
+    flags.DEFINE_string("text_file", None, "A file of sentences, one per line.")
+    flags.DEFINE_string(
+        "embeddings", None, "A .npy of float32 [N, text_dim] embeddings instead of sentences."
+    )
+    flags.DEFINE_string(
+        "text_encoder_weights",
+        None,
+        "The text encoder's weights (char_cnn_rnn: the .npz of stackgan_jax.text.convert_t7); "
+        "default: the encoder's own.",
+    )
+    flags.DEFINE_integer("num_samples", 4, "Images per sentence.", lower_bound=1)
+    flags.DEFINE_integer("seed", 0, "Noise seed; the same seed gives the same images.")
+    flags.DEFINE_string(
+        "output", None, "Where to write the grid PNG (default: <workdir>/samples/sentences.png)."
+    )
+    flags.DEFINE_string(
+        "individual_dir", None, "Also write each image as <dir>/<sentence>_<sample>[_stage1].png."
+    )
+
+
 def main(argv: Sequence[str]) -> None:
     """Loads the checkpoint, embeds the sentences, writes the grid (and single images)."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
-        model = inference.load(_WORKDIR.value, _STEP.value)
-        if _EMBEDDINGS.value:
-            embeddings = np.load(_EMBEDDINGS.value)
+        model = inference.load(flags.FLAGS.workdir, flags.FLAGS.step)
+        if flags.FLAGS.embeddings:
+            embeddings = np.load(flags.FLAGS.embeddings)
             labels = [f"embedding {i}" for i in range(len(embeddings))]
         else:
-            labels = read_sentences(_TEXT.value, _TEXT_FILE.value)
-            embeddings = embed(model, labels, _TEXT_ENCODER_WEIGHTS.value)
-        low, high = sample(model, embeddings, _NUM_SAMPLES.value, _SEED.value)
+            labels = read_sentences(flags.FLAGS.text, flags.FLAGS.text_file)
+            embeddings = embed(model, labels, flags.FLAGS.text_encoder_weights)
+        low, high = sample(model, embeddings, flags.FLAGS.num_samples, flags.FLAGS.seed)
     except (inference.NoCheckpointError, MissingWeightsError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    output = epath.Path(_OUTPUT.value or epath.Path(_WORKDIR.value) / "samples" / "sentences.png")
+    output = epath.Path(
+        flags.FLAGS.output or epath.Path(flags.FLAGS.workdir) / "samples" / "sentences.png"
+    )
     output.parent.mkdir(parents=True, exist_ok=True)
     rows = [[low[i]] + ([high[i]] if high is not None else []) for i in range(len(labels))]
     with output.open("wb") as f:
         Image.fromarray(visualize.captioned_grid(labels, rows)).save(f, format="PNG")
     print(f"Wrote {output} ({len(labels)} sentences x {low.shape[1]} samples, step {model.step}).")
-    if _INDIVIDUAL_DIR.value:
-        write_individual(_INDIVIDUAL_DIR.value, labels, low, high)
-        print(f"Wrote single images to {_INDIVIDUAL_DIR.value}.")
+    if flags.FLAGS.individual_dir:
+        write_individual(flags.FLAGS.individual_dir, labels, low, high)
+        print(f"Wrote single images to {flags.FLAGS.individual_dir}.")
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

@@ -1,0 +1,1 @@
+"""Evaluation metrics: FID, Inception Score and the synthetic birds' attribute classifier."""
