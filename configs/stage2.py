@@ -37,7 +37,9 @@ def get_config(name: str = "demo"):
         config.sample_every_steps = 2
         config.checkpoint_every_steps = 2
     elif name == "demo":
+        # A few minutes of Stage-II on 2 CPU cores: enough to run it end to end, not to train it.
+        config.train.num_steps = 40
         config.log_every_steps = 10
-        config.sample_every_steps = 100
-        config.checkpoint_every_steps = 100
+        config.sample_every_steps = 40
+        config.checkpoint_every_steps = 40
     return config

@@ -14,6 +14,7 @@ import optax
 from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 from etils import epath
+from jax.experimental import multihost_utils
 from PIL import Image
 
 from stackgan_jax import checkpointing, models, parallel, steps, visualize
@@ -280,4 +281,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
         writer.write_scalars(pending[0], logged)
     manager.wait_until_finished()
     writer.flush()
+    if jax.process_count() > 1:
+        # Process 0 hosts the coordination service: no process may exit while another still
+        # finishes its last checkpoint write.
+        multihost_utils.sync_global_devices("training finished")
     return state

@@ -693,6 +693,38 @@ def test_local_runs_main_with_the_environment(launch, tmp_path, script):
     assert ran["env"] == expected
 
 
+# --- demo.sh ------------------------------------------------------------------------------------
+
+
+def test_demo_dry_run_prints_the_pipeline_in_order(launch):
+    result = launch("demo.sh", "--dry-run", "--workdir=runs/my demo", "--data_dir=/data/tfds")
+    assert result.returncode == 0, result.stderr
+    commands = [shlex.split(line) for line in result.stdout.splitlines()]
+    assert commands[0] == ["cd", str(ROOT)]
+    modules = [c[2] for c in commands[1:]]
+    assert modules == [
+        "stackgan_jax.data.prepare",
+        "stackgan_jax.main",
+        "stackgan_jax.main",
+        "stackgan_jax.sample",
+        "stackgan_jax.evaluate",
+        "stackgan_jax.evaluate",
+    ]
+    prepare, stage1, stage2, sample, *evaluate = commands[1:]
+    assert "--data_dir=/data/tfds" in prepare
+    assert stage1[3:] == [
+        "--config=configs/stage1.py:demo",
+        "--workdir=runs/my demo/stage1",
+        "--config.data.data_dir=/data/tfds",
+    ]
+    assert "--config.stage1_workdir=runs/my demo/stage1" in stage2
+    assert "--workdir=runs/my demo/stage2" in sample
+    assert [c[3] for c in evaluate] == [
+        "--workdir=runs/my demo/stage1",
+        "--workdir=runs/my demo/stage2",
+    ]
+
+
 # --- the commands as gcloud itself reads them ----------------------------------------------------
 
 

@@ -32,7 +32,7 @@ def test_vocabularies():
     assert set(sb.ATTRIBUTES) == {*SPECIES_ATTRIBUTES, "size", "facing", "background"}
     assert len(sb.BACKGROUNDS) >= 4 and len(sb.SIZES) == 3 and len(sb.FACING) == 2
     assert set(sb.BEAK_COLOURS) < set(range(len(sb.COLOURS)))
-    assert sb.DEFAULT_IMAGES_PER_SPECIES * sb.NUM_SPECIES == 6000
+    assert sb.DEFAULT_IMAGES_PER_SPECIES * sb.NUM_SPECIES == 2000
 
 
 def test_species_table_is_a_pure_function_of_its_seed():
