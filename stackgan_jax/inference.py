@@ -70,12 +70,7 @@ class TrainedModel:
 
 
 def _abstract_generator(model_config: ml_collections.ConfigDict, stage: int) -> Any:
-    module = models.generator(model_config, stage)
-    shapes = jax.eval_shape(
-        functools.partial(models.init_variables, module),
-        jax.random.key(0),
-        models.generator_inputs(model_config, stage, 2),
-    )
+    shapes = models.generator_shapes(model_config, stage)
     return jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=_one_device()), shapes
     )

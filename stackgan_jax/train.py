@@ -84,11 +84,7 @@ def abstract_state(
     create = functools.partial(state_lib.create_state, config, optimizer=optimizer)
     stage1_variables = None
     if config.stage == 2:
-        stage1_variables = jax.eval_shape(
-            functools.partial(models.init_variables, models.stage1_generator(config.model)),
-            jax.random.key(0),
-            models.generator_inputs(config.model, 1, 2),
-        )
+        stage1_variables = models.generator_shapes(config.model, 1)
     shapes = jax.eval_shape(create, jax.random.key(config.seed), stage1_variables=stage1_variables)
     sharding = parallel.replicated(mesh)
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)

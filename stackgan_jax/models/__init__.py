@@ -4,6 +4,7 @@
 `text_dim`, `z_dim`, `condition_dim`, `gf_dim`, `df_dim`, `num_residual`, `dtype`.
 """
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -83,6 +84,15 @@ def discriminator_inputs(config: Any, stage: int, batch: int) -> tuple[jax.Array
 def init_variables(module: nn.Module, key: jax.Array, inputs: tuple[jax.Array, ...]) -> Any:
     """`{'params', 'batch_stats'}` of `module` for `inputs` (in training mode)."""
     return module.init(key, *inputs, train=True)
+
+
+def generator_shapes(config: Any, stage: int) -> Any:
+    """ShapeDtypeStructs of the stage's generator variables, computed without allocating them."""
+    return jax.eval_shape(
+        functools.partial(init_variables, generator(config, stage)),
+        jax.random.key(0),
+        generator_inputs(config, stage, 2),
+    )
 
 
 def parameter_count(variables: Any) -> int:
