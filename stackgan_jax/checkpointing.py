@@ -23,6 +23,9 @@ GENERATOR = "generator"
 DISCRIMINATOR = "discriminator"
 STAGE1_GENERATOR = "stage1_generator"
 META = "meta"
+# Meta field of a checkpoint converted from released weights (`stackgan_jax.pretrained`): it holds
+# generators only, so it can be sampled and evaluated but not resumed.
+PRETRAINED = "pretrained"
 
 # Meta fields that must agree before a checkpoint is restored into a config: they fix what the
 # networks compute and what their inputs mean.
@@ -233,6 +236,12 @@ def restore(
     step = manager.latest_step() if step is None else step
     what = f"The checkpoint at step {step} in {manager.directory}"
     stored_meta = read_meta(manager, step)
+    if PRETRAINED in stored_meta:
+        raise CheckpointMismatchError(
+            f"{what} was converted from {stored_meta[PRETRAINED]['file']}: it holds the "
+            "generator(s) only, no discriminator or optimiser state, so training cannot resume "
+            "from it. Sample or evaluate it, or train in a new workdir."
+        )
     check_meta(stored_meta, expected_meta, RESUME_FIELDS, what)
     stored = manager.item_metadata(step)
     for item in (GENERATOR, DISCRIMINATOR):

@@ -2,27 +2,56 @@
 
 The fixture holds a tiny PyTorch reference's weights, inputs and train-mode outputs, made by
 tests/fixtures/make_torch_parity.py from ../shared/bench/torch_reference.py. The weights are
-loaded into our Flax modules here and every output must match.
+loaded into our Flax modules through the StackGAN-Pytorch name mapping that converts released
+`.pth` files (`stackgan_jax.pretrained.stackgan_pytorch`), and every output must match.
 """
 
+import functools
 import pathlib
+import re
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
 from stackgan_jax import models
+from stackgan_jax.pretrained import stackgan_pytorch
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "torch_parity.npz"
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)
 
+# torch_reference.py builds StackGAN-Pytorch's modules (code/model.py), with the same
+# nn.Sequential indices, under shorter attribute names. These renames give the fixture's keys
+# StackGAN-Pytorch's state-dict names.
+STACKGAN_PYTORCH_NAMES = (
+    (r"\.g1\.", ".STAGE1_G."),
+    (r"\.ca\.", ".ca_net."),
+    (r"\.ups\.(\d)\.", lambda m: f".upsample{int(m[1]) + 1}."),
+    (r"^(s2_G(?:_after)?)\.enc\.", r"\1.encoder."),
+    (r"^(s\d_D)\.enc\.", r"\1.encode_img."),
+    (r"\.joint\.", ".hr_joint."),
+    (r"\.res\.(\d+)\.b\.", r".residual.\1.block."),
+    (r"\.cond\.f\.", ".get_cond_logits.outlogits."),
+    (r"\.uncond\.f\.", ".get_uncond_logits.outlogits."),
+)
+
+
+def stackgan_pytorch_name(key):
+    """A fixture key with torch_reference's module names replaced by StackGAN-Pytorch's."""
+    for pattern, replacement in STACKGAN_PYTORCH_NAMES:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+def load_fixture():
+    with np.load(FIXTURE) as data:
+        return {stackgan_pytorch_name(k): v for k, v in data.items()}
+
 
 @pytest.fixture(scope="module")
 def fixture():
-    with np.load(FIXTURE) as data:
-        return dict(data)
+    return load_fixture()
 
 
 def config(gf, df, residual):
@@ -44,78 +73,34 @@ def nhwc(x):
     return np.transpose(x, (0, 2, 3, 1))
 
 
-def set_in(tree, path, value):
-    *parents, leaf = path.split("/")
-    for p in parents:
-        tree = tree.setdefault(p, {})
-    tree[leaf] = jnp.asarray(value)
+def load(state, prefix, layout, abstract_variables):
+    """{'params', 'batch_stats'} from the state-dict entries `prefix` + `layout`'s names."""
+    return stackgan_pytorch.variables(state, layout, prefix, abstract_variables, FIXTURE.name)
 
 
-def load(state, prefix, layout):
-    """Builds {'params', 'batch_stats'} from torch state-dict entries.
-
-    `layout` maps a Flax module path to (kind, torch module name): 'conv' (OIHW kernel, with a
-    bias if the state dict has one), 'dense' ((out, in) weight and bias), 'linear' (no bias),
-    'bn' (affine parameters and running statistics).
-    """
-    params, stats = {}, {}
-    for path, (kind, name) in layout.items():
-        key = f"{prefix}{name}"
-        if kind == "bn":
-            set_in(params, f"{path}/scale", state[f"{key}.weight"])
-            set_in(params, f"{path}/bias", state[f"{key}.bias"])
-            set_in(stats, f"{path}/mean", state[f"{key}.running_mean"])
-            set_in(stats, f"{path}/var", state[f"{key}.running_var"])
-        elif kind == "conv":
-            set_in(params, f"{path}/kernel", np.transpose(state[f"{key}.weight"], (2, 3, 1, 0)))
-            if f"{key}.bias" in state:
-                set_in(params, f"{path}/bias", state[f"{key}.bias"])
-        else:
-            set_in(params, f"{path}/kernel", state[f"{key}.weight"].T)
-            if kind == "dense":
-                set_in(params, f"{path}/bias", state[f"{key}.bias"])
-    return {"params": params, "batch_stats": stats}
-
-
-def block(path, conv, bn=None):
-    """Layout entries of a conv (+ BN) block named `path`."""
-    entries = {f"{path}/conv": ("conv", conv)}
-    if bn is not None:
-        entries[f"{path}/bn"] = ("bn", bn)
-    return entries
-
-
-def stage1_generator_layout():
-    layout = {"ca/fc": ("dense", "ca.fc"), "fc": ("linear", "fc.0"), "fc_bn": ("bn", "fc.1")}
-    for i, size in enumerate((8, 16, 32, 64)):
-        layout |= block(f"up{size}", f"ups.{i}.1", f"ups.{i}.2")
-    return layout | block("to_image", "img.0")
-
-
-def stage2_generator_layout(residual):
-    layout = {"ca/fc": ("dense", "ca.fc")}
-    layout |= block("encode1", "enc.0") | block("encode2", "enc.2", "enc.3")
-    layout |= block("encode3", "enc.5", "enc.6") | block("joint", "joint.0", "joint.1")
-    for r in range(residual):
-        layout |= block(f"res{r + 1}/conv1", f"res.{r}.b.0", f"res.{r}.b.1")
-        layout |= block(f"res{r + 1}/conv2", f"res.{r}.b.3", f"res.{r}.b.4")
-    for i, size in enumerate((32, 64, 128, 256)):
-        layout |= block(f"up{size}", f"ups.{i}.1", f"ups.{i}.2")
-    return layout | block("to_image", "img.0")
+def discriminator_shapes(cfg, stage):
+    net = models.discriminator(cfg, stage)
+    return jax.eval_shape(
+        functools.partial(models.init_variables, net),
+        jax.random.key(0),
+        models.discriminator_inputs(cfg, stage, 2),
+    )
 
 
 def discriminator_layout(num_down, reduce_convs=0):
     # torch Sequential indices: conv, LReLU for the first block; conv, BN, LReLU after that.
-    layout = block("encoder/down1", "enc.0")
+    block = stackgan_pytorch.block
+    layout = block("encoder/down1", "encode_img.0")
     index = 2
     for i in range(2, num_down + 1):
-        layout |= block(f"encoder/down{i}", f"enc.{index}", f"enc.{index + 1}")
+        layout |= block(f"encoder/down{i}", f"encode_img.{index}", f"encode_img.{index + 1}")
         index += 3
     for i in range(1, reduce_convs + 1):
-        layout |= block(f"encoder/reduce{i}", f"enc.{index}", f"enc.{index + 1}")
+        layout |= block(f"encoder/reduce{i}", f"encode_img.{index}", f"encode_img.{index + 1}")
         index += 3
-    layout |= block("conditional_head/joint", "cond.f.0", "cond.f.1")
-    return layout | {"conditional_head/logit/conv": ("conv", "cond.f.3")}
+    head = "get_cond_logits.outlogits"
+    layout |= block("conditional_head/joint", f"{head}.0", f"{head}.1")
+    return layout | {"conditional_head/logit/conv": ("conv_bias", f"{head}.3")}
 
 
 def apply_train(module, variables, *args, method=None):
@@ -144,9 +129,10 @@ def check_running_statistics(new_stats, fixture, prefix, layout, counts):
 
 
 def test_stage1_generator_matches_reference(fixture):
-    net = models.stage1_generator(config(16, 8, 0))
-    layout = stage1_generator_layout()
-    variables = load(fixture, "s1_G.", layout)
+    cfg = config(16, 8, 0)
+    net = models.stage1_generator(cfg)
+    layout = stackgan_pytorch.stage1_generator_layout()
+    variables = load(fixture, "s1_G.", layout, models.generator_shapes(cfg, 1))
     inputs = fixture["s1_in.embedding"], fixture["s1_in.z"], fixture["s1_in.eps"]
     (fake, mu, logvar), new_state = apply_train(net, variables, *inputs)
     np.testing.assert_allclose(fake, nhwc(fixture["s1_out.fake"]), **TOLERANCE)
@@ -181,20 +167,31 @@ def check_discriminator(net, variables, fixture, stage):
 
 
 def test_stage1_discriminator_matches_reference(fixture):
-    net = models.discriminator(config(16, 8, 0), 1)
-    variables = load(fixture, "s1_D.", discriminator_layout(4))
+    cfg = config(16, 8, 0)
+    net = models.discriminator(cfg, 1)
+    variables = load(fixture, "s1_D.", discriminator_layout(4), discriminator_shapes(cfg, 1))
     check_discriminator(net, variables, fixture, 1)
 
 
 def test_stage2_generator_matches_reference(fixture):
     cfg = config(16, 4, 2)
-    stage1 = load(fixture, "s2_G.g1.", stage1_generator_layout())
+    stage1 = load(
+        fixture,
+        "s2_G.STAGE1_G.",
+        stackgan_pytorch.stage1_generator_layout(),
+        models.generator_shapes(cfg, 1),
+    )
     inputs = fixture["s2_in.embedding"], fixture["s2_in.z"], fixture["s2_in.eps1"]
     (stage1_image, _, _), _ = apply_train(models.stage1_generator(cfg), stage1, *inputs)
     np.testing.assert_allclose(stage1_image, nhwc(fixture["s2_out.stage1_fake"]), **TOLERANCE)
 
     # Stage-II is fed the reference's own Stage-I image so each network is checked on its own.
-    variables = load(fixture, "s2_G.", stage2_generator_layout(2))
+    variables = load(
+        fixture,
+        "s2_G.",
+        stackgan_pytorch.stage2_generator_layout(2),
+        models.generator_shapes(cfg, 2),
+    )
     (fake, mu, logvar), _ = apply_train(
         models.stage2_generator(cfg),
         variables,
@@ -208,10 +205,11 @@ def test_stage2_generator_matches_reference(fixture):
 
 
 def test_stage2_discriminator_matches_reference(fixture):
-    net = models.discriminator(config(16, 4, 2), 2)
+    cfg = config(16, 4, 2)
+    net = models.discriminator(cfg, 2)
     layout = discriminator_layout(6, reduce_convs=2)
-    layout["unconditional_head/logit/conv"] = ("conv", "uncond.f.0")
-    variables = load(fixture, "s2_D.", layout)
+    layout["unconditional_head/logit/conv"] = ("conv_bias", "get_uncond_logits.outlogits.0")
+    variables = load(fixture, "s2_D.", layout, discriminator_shapes(cfg, 2))
     real_features, fake_features = check_discriminator(net, variables, fixture, 2)
     for name, features in (("real", real_features), ("fake", fake_features)):
         logits = jax.jit(lambda v, f: net.apply(v, f, method="unconditional_logits"))(
