@@ -2,6 +2,8 @@
 
     python -m stackgan_jax.evaluate --workdir=runs/demo/stage2 --metrics=attributes
     python -m stackgan_jax.evaluate --workdir=runs/birds/stage2 --metrics=fid --num_samples=30000
+    python -m stackgan_jax.evaluate --workdir=runs/birds/stage2 --metrics=is \
+        --inception_checkpoint=inception_finetuned_models/birds_valid299/model.ckpt-5000
 
 One image is generated per test caption (caption c of every test image before caption c + 1),
 up to --num_samples, in batches. The report goes to <workdir>/eval/step_<N>.json and to
@@ -12,6 +14,9 @@ Metrics:
     reads each generated image; for every attribute a caption names, the image scores if the
     classifier reads the named value. Beside it, the classifier's accuracy on the real test
     images: the ceiling a perfect generator would reach.
+  is: StackGAN's Inception Score of each stage's images, the mean and standard deviation over 10
+    splits of the shuffled images, by the fine-tuned TF-slim Inception-v3 the user supplies
+    (--inception_checkpoint; `metrics.slim_inception`).
 """
 
 import json
@@ -27,13 +32,19 @@ from absl import app, flags, logging
 from clu import metric_writers
 from etils import epath
 
-from stackgan_jax import inference
+from stackgan_jax import inference, visualize
 from stackgan_jax.data import source as source_lib
 from stackgan_jax.data import synthetic_birds
-from stackgan_jax.metrics import attribute_classifier, fid, inception
+from stackgan_jax.metrics import (
+    attribute_classifier,
+    fid,
+    inception,
+    inception_score,
+    slim_inception,
+)
 from stackgan_jax.text import MissingWeightsError
 
-METRICS = ("attributes", "fid")
+METRICS = ("attributes", "fid", "is")
 
 
 def test_conditions(source: source_lib.ArraySource, count: int) -> tuple[np.ndarray, list[str]]:
@@ -78,12 +89,6 @@ def generate_images(
     return {stage: np.concatenate(images) for stage, images in stages.items() if images}
 
 
-def center_crop(images: np.ndarray, size: int) -> np.ndarray:
-    """uint8 [N, S, S, 3] → float32 [N, size, size, 3] in [-1, 1], cut at the centre."""
-    margin = (images.shape[1] - size) // 2
-    return images[:, margin : margin + size, margin : margin + size].astype(np.float32) / 127.5 - 1
-
-
 def attribute_accuracy(
     classifier: attribute_classifier.Classifier, images: np.ndarray, captions: Sequence[str]
 ) -> dict[str, float]:
@@ -119,9 +124,9 @@ def evaluate_attributes(
         stage: attribute_accuracy(classifier, stage_images, captions)
         for stage, stage_images in images.items()
     }
-    real = {"stage1": center_crop(source.images_small, 64)}
+    real = {"stage1": attribute_classifier.center_crop(source.images_small, 64)}
     if "stage2" in images:
-        real["stage2"] = center_crop(source.images, 256)
+        real["stage2"] = attribute_classifier.center_crop(source.images, 256)
     report["real"] = {
         stage: attribute_classifier.accuracy(classifier, real_images, source.attributes)
         for stage, real_images in real.items()
@@ -153,7 +158,7 @@ def evaluate_fid(
             mu, sigma = fid.load_statistics(cache)
         else:
             stored = source.images if size > 64 else source.images_small
-            real = np.round((center_crop(stored, size) + 1) * 127.5).astype(np.uint8)
+            real = visualize.to_uint8(attribute_classifier.center_crop(stored, size))
             mu, sigma = fid.feature_statistics(inception.fid_features(params, real))
             cache.parent.mkdir(parents=True, exist_ok=True)
             fid.save_statistics(cache, mu, sigma)
@@ -166,9 +171,37 @@ def evaluate_fid(
     }
 
 
+def evaluate_is(
+    model: inference.TrainedModel,
+    source: source_lib.ArraySource,
+    images: dict[str, np.ndarray],
+    captions: Sequence[str],
+    *,
+    inception_checkpoint: str | None,
+    seed: int,
+) -> dict[str, Any]:
+    """StackGAN's Inception Score of each stage's images, by the fine-tuned Inception-v3.
+
+    The images are shuffled with `seed` and cut into `inception_score.DEFAULT_SPLITS` parts, as
+    StackGAN's `inception_score.py` shuffles them before splitting.
+    """
+    del model, source, captions
+    params = slim_inception.load_slim_inception(inception_checkpoint)
+    report: dict[str, Any] = {
+        stage: inception_score.inception_score(
+            slim_inception.class_probabilities(params, stage_images), seed=seed
+        )._asdict()
+        for stage, stage_images in images.items()
+    }
+    report["splits"] = inception_score.DEFAULT_SPLITS
+    report["checkpoint"] = inception_checkpoint
+    return report
+
+
 EVALUATORS: dict[str, Callable[..., dict[str, Any]]] = {
     "attributes": evaluate_attributes,
     "fid": evaluate_fid,
+    "is": evaluate_is,
 }
 
 
@@ -182,6 +215,7 @@ def evaluate(
     seed: int = 0,
     data_dir: str | None = None,
     ref_stats: str | None = None,
+    inception_checkpoint: str | None = None,
 ) -> dict[str, Any]:
     """Generates images for the test captions and computes `metrics` on them.
 
@@ -195,6 +229,8 @@ def evaluate(
         data_dir: TFDS data directory; None for the checkpoint config's.
         ref_stats: FID reference statistics (.npz with `mu`, `sigma`); None to compute them
             from the real test images.
+        inception_checkpoint: StackGAN's fine-tuned TF-slim Inception-v3, which `is` needs
+            (see `slim_inception.resolve_checkpoint`).
 
     Returns:
         The report, also written to <workdir>/eval/step_<N>.json and TensorBoard.
@@ -202,6 +238,9 @@ def evaluate(
     unknown = sorted(set(metrics) - set(METRICS))
     if unknown:
         raise ValueError(f"unknown metrics {unknown}; choose from {list(METRICS)}")
+    if "is" in metrics:
+        # Fail before generating the images, not after.
+        slim_inception.resolve_checkpoint(inception_checkpoint)
     model = inference.load(workdir, step)
     data = model.config.data
     source = source_lib.load_split(
@@ -218,7 +257,10 @@ def evaluate(
         "seed": seed,
         "generation_seconds": round(time.perf_counter() - start, 1),
     }
-    options = {"fid": {"workdir": workdir, "ref_stats": ref_stats}}
+    options = {
+        "fid": {"workdir": workdir, "ref_stats": ref_stats},
+        "is": {"inception_checkpoint": inception_checkpoint, "seed": seed},
+    }
     for metric in metrics:
         report[metric] = EVALUATORS[metric](
             model, source, images, captions, **options.get(metric, {})
@@ -267,6 +309,13 @@ def _define_flags() -> None:
         None,
         "FID reference statistics .npz (mu, sigma); default: the real test images.",
     )
+    flags.DEFINE_string(
+        "inception_checkpoint",
+        None,
+        "For --metrics=is: StackGAN's fine-tuned TF-slim Inception-v3 checkpoint, e.g."
+        " inception_finetuned_models/birds_valid299/model.ckpt-5000 from the zip linked in the"
+        " README of hanzhanggit/StackGAN-inception-model.",
+    )
 
 
 def main(argv: Sequence[str]) -> None:
@@ -283,6 +332,7 @@ def main(argv: Sequence[str]) -> None:
             seed=flags.FLAGS.seed,
             data_dir=flags.FLAGS.data_dir,
             ref_stats=flags.FLAGS.ref_stats,
+            inception_checkpoint=flags.FLAGS.inception_checkpoint,
         )
     except (
         inference.NoCheckpointError,

@@ -90,7 +90,7 @@ def test_sampling_errors_are_clear(stage1_run, tmp_path):
 def test_attribute_accuracy_reads_the_attributes_captions_name(data_dir):
     test = source_lib.load_split("synthetic_birds/4_per_species_2_species", "test", data_dir)
     classifier = attribute_classifier.load_classifier()
-    real = evaluate.center_crop(test.images_small, 64)
+    real = attribute_classifier.center_crop(test.images_small, 64)
     captions = [c[0] for c in test.captions]
     scores = evaluate.attribute_accuracy(classifier, real, captions)
     # Real birds with their own captions: as good as the classifier on real renders.

@@ -187,6 +187,23 @@ def render(
     return np.stack(images), labels
 
 
+def center_crop(images: np.ndarray, size: int) -> np.ndarray:
+    """The centre `size` x `size` window of stored images, in the generator range.
+
+    Evaluation reads real images there, where training crops them at random.
+
+    Args:
+        images: uint8 [N, S, S, C], S >= size.
+        size: the crop's side.
+
+    Returns:
+        float32 [N, size, size, C] in [-1, 1].
+    """
+    margin = (images.shape[1] - size) // 2
+    window = images[:, margin : margin + size, margin : margin + size]
+    return window.astype(np.float32) * (2 / 255) - 1
+
+
 def held_out_examples(
     images_per_species: int, *, size: int = IMAGE_SIZE
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -211,9 +228,7 @@ def held_out_examples(
     if size not in _LOAD_SIZES:
         raise ValueError(f"size must be one of {tuple(_LOAD_SIZES)}, got {size}")
     stored, attributes = render(held_out_species(), images_per_species, large=size != IMAGE_SIZE)
-    margin = (_LOAD_SIZES[size] - size) // 2
-    images = stored[:, margin : margin + size, margin : margin + size]
-    return images.astype(np.float32) * (2 / 255) - 1, attributes
+    return center_crop(stored, size), attributes
 
 
 @jax.jit
