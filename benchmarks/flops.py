@@ -28,7 +28,7 @@ utilisation). Here the model FLOPs are those of the reference code's iteration:
       `backward()` also computes D's weight gradients here and throws them away; that waste is
       not model work and is not counted.)
 
-The layer shapes come from the networks themselves: every `nn.Conv`, `nn.Dense` and
+The layer shapes come from the networks themselves: every `layers.Conv`, `nn.Dense` and
 `layers.UpsampleConv` call is intercepted while the network is traced with `jax.eval_shape`
 (shapes only, nothing is computed or compiled).
 """
@@ -104,10 +104,10 @@ def layer_table(
             _, height, width, in_features = x.shape
             macs = upsample_conv_macs(height, width, in_features, mod.features)
             table.append(Layer(path, "upsample_conv3x3", macs))
-        elif isinstance(mod, nn.Conv):
+        elif isinstance(mod, layers.Conv):
             _, out_height, out_width, out_features = out.shape
-            in_features = x.shape[-1] // mod.feature_group_count
-            macs = conv_macs(out_height, out_width, mod.kernel_size, in_features, out_features)
+            kernel = (mod.kernel_size, mod.kernel_size)
+            macs = conv_macs(out_height, out_width, kernel, x.shape[-1], out_features)
             table.append(Layer(path, "conv", macs))
         elif isinstance(mod, nn.Dense):
             # Any axes between the batch and the features are extra rows per example.

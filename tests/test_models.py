@@ -164,6 +164,45 @@ def test_phase_decomposed_upsample_equals_straightforward(shape):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def straightforward_conv(x, kernel, stride, padding):
+    return jax.lax.conv_general_dilated(
+        x,
+        kernel,
+        (stride, stride),
+        ((padding, padding),) * 2,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+
+
+# (batch, height, width, cin, cout, kernel, stride, padding): the references' 3×3 / pad 1, 4×4
+# stride 2 / pad 1 (odd size too), 1×1, and D's final 4×4 stride 4.
+@pytest.mark.parametrize(
+    "shape",
+    [
+        (2, 6, 6, 3, 4, 3, 1, 1),
+        (2, 8, 8, 3, 5, 4, 2, 1),
+        (1, 7, 5, 2, 3, 4, 2, 1),
+        (3, 4, 4, 5, 2, 1, 1, 0),
+        (2, 4, 4, 6, 1, 4, 4, 0),
+    ],
+)
+def test_conv_with_matmul_kernel_gradient_equals_xla_convolution(shape):
+    batch, height, width, cin, cout, size, stride, padding = shape
+    kx, kk, kg = jax.random.split(jax.random.key(sum(shape)), 3)
+    x = jax.random.normal(kx, (batch, height, width, cin))
+    kernel = jax.random.normal(kk, (size, size, cin, cout))
+    out = layers.conv2d(x, kernel, stride, padding)
+    np.testing.assert_array_equal(out, straightforward_conv(x, kernel, stride, padding))
+    upstream = jax.random.normal(kg, out.shape)
+
+    def grads(fn):
+        loss = lambda a, k: jnp.sum(fn(a, k, stride, padding) * upstream)  # noqa: E731
+        return jax.grad(loss, argnums=(0, 1))(x, kernel)
+
+    for got, want in zip(grads(layers.conv2d), grads(straightforward_conv), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("arch", ["tf", "pytorch"])
 def test_conditioning_augmentation_matches_its_formula(arch):
     ca = ConditioningAugmentation(4, arch)

@@ -4,6 +4,7 @@ Everything is NHWC. Convolutions carry no bias (as in both references) unless a 
 `dtype` is the computation dtype; parameters and BatchNorm statistics stay float32.
 """
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -82,6 +83,96 @@ def batch_norm(dtype: DType, name: str | None = None) -> nn.BatchNorm:
     )
 
 
+def _lax_conv(x: Array, kernel: Array, stride: int, padding: int) -> Array:
+    return jax.lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=(stride, stride),
+        padding=((padding, padding), (padding, padding)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_matmul_kernel_grad(x: Array, kernel: Array, stride: int, padding: int) -> Array:
+    return _lax_conv(x, kernel, stride, padding)
+
+
+def _conv_forward(x: Array, kernel: Array, stride: int, padding: int) -> tuple[Array, Any]:
+    return _lax_conv(x, kernel, stride, padding), (x, kernel)
+
+
+def _conv_backward(stride: int, padding: int, residuals: Any, upstream: Array) -> Any:
+    x, kernel = residuals
+    (x_grad,) = jax.vjp(lambda a: _lax_conv(a, kernel, stride, padding), x)[1](upstream)
+    padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    out_h, out_w = upstream.shape[1:3]
+    # Tap (i, j) of the kernel met the input pixels padded[:, i + stride·p, j + stride·q].
+    taps = [
+        [
+            jnp.einsum(
+                "nhwc,nhwd->cd",
+                padded[
+                    :,
+                    i : i + stride * (out_h - 1) + 1 : stride,
+                    j : j + stride * (out_w - 1) + 1 : stride,
+                ],
+                upstream,
+            )
+            for j in range(kernel.shape[1])
+        ]
+        for i in range(kernel.shape[0])
+    ]
+    return x_grad, jnp.stack([jnp.stack(row) for row in taps]).astype(kernel.dtype)
+
+
+_conv_matmul_kernel_grad.defvjp(_conv_forward, _conv_backward)
+
+
+def conv2d(x: Array, kernel: Array, stride: int = 1, padding: int = 0) -> Array:
+    """NHWC × HWIO convolution with `padding` zero pixels on every side.
+
+    On CPU the kernel gradient is computed as one matrix product per kernel tap (input window ×
+    upstream gradient, summed over batch and positions) instead of XLA's backward-filter
+    convolution, which XLA:CPU runs about 10× slower than its forward convolution (5.6 against
+    54 GFLOP/s measured for a 3×3, 256→128 layer at 32×32, batch 64, where the per-tap products
+    reach 60 GFLOP/s). The value and the input gradient are XLA's own; the kernel gradient is
+    the same sum in another order. Other backends use XLA's convolution throughout.
+    """
+    if jax.default_backend() == "cpu":
+        return _conv_matmul_kernel_grad(x, kernel, stride, padding)
+    return _lax_conv(x, kernel, stride, padding)
+
+
+class Conv(nn.Module):
+    """A square convolution with symmetric zero padding, through `conv2d`.
+
+    Parameters are named and shaped as `flax.linen.Conv`'s (`kernel` HWIO, optional `bias`).
+    """
+
+    features: int
+    kernel_size: int
+    kernel_init: Initializer
+    strides: int = 1
+    padding: int = 0
+    use_bias: bool = False
+    bias_init: Initializer = nn.initializers.zeros_init()
+    dtype: DType = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        shape = (self.kernel_size, self.kernel_size, x.shape[-1], self.features)
+        kernel = self.param("kernel", self.kernel_init, shape, jnp.float32)
+        bias = (
+            self.param("bias", self.bias_init, (self.features,), jnp.float32)
+            if self.use_bias
+            else None
+        )
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        y = conv2d(x, kernel, self.strides, self.padding)
+        return y if bias is None else y + bias
+
+
 # Nearest-neighbour ×2 upsampling followed by a 3-tap convolution (zero padding 1) reads, for even
 # output rows 2i, the low-resolution rows (i-1, i) with weights (w0, w1 + w2), and for odd output
 # rows 2i+1 the rows (i, i+1) with weights (w0 + w1, w2). _PHASE_TAPS[phase, tap, k] holds those
@@ -89,7 +180,7 @@ def batch_norm(dtype: DType, name: str | None = None) -> nn.BatchNorm:
 _PHASE_TAPS = np.array([[[1, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]], np.float32)
 
 
-def upsample_conv(x: Array, kernel: Array, precision: Any = None) -> Array:
+def upsample_conv(x: Array, kernel: Array) -> Array:
     """`conv3x3(nearest_upsample_x2(x))` computed on the low-resolution input.
 
     The four output phases (even/odd row × even/odd column) are each a 2×2 convolution of the
@@ -100,7 +191,6 @@ def upsample_conv(x: Array, kernel: Array, precision: Any = None) -> Array:
     Args:
       x: [B, H, W, Cin] input.
       kernel: [3, 3, Cin, Cout] kernel of the equivalent high-resolution 3×3 convolution.
-      precision: passed to `lax.conv_general_dilated`.
 
     Returns:
       [B, 2H, 2W, Cout].
@@ -112,14 +202,7 @@ def upsample_conv(x: Array, kernel: Array, precision: Any = None) -> Array:
     rows = []
     for a in (0, 1):
         cols = [
-            jax.lax.conv_general_dilated(
-                padded[:, a : a + height + 1, c : c + width + 1],
-                phase_kernels[a, c],
-                window_strides=(1, 1),
-                padding="VALID",
-                dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                precision=precision,
-            )
+            conv2d(padded[:, a : a + height + 1, c : c + width + 1], phase_kernels[a, c])
             for c in (0, 1)
         ]
         rows.append(jnp.stack(cols, axis=3))
@@ -161,13 +244,12 @@ class ConvBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
-        x = nn.Conv(
+        x = Conv(
             self.features,
-            (self.kernel_size, self.kernel_size),
+            self.kernel_size,
+            self.kernel_init,
             strides=self.strides,
-            padding=[(self.padding, self.padding)] * 2,
-            use_bias=False,
-            kernel_init=self.kernel_init,
+            padding=self.padding,
             dtype=self.dtype,
             name="conv",
         )(x)
@@ -262,13 +344,12 @@ class LogitConv(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         bias_init = torch_default_bias(4 * 4 * x.shape[-1])
-        x = nn.Conv(
+        x = Conv(
             1,
-            (4, 4),
+            4,
+            self.kernel_init,
             strides=4,
-            padding="VALID",
             use_bias=self.use_bias,
-            kernel_init=self.kernel_init,
             bias_init=bias_init,
             dtype=self.dtype,
             name="conv",
