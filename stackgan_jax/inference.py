@@ -62,9 +62,7 @@ class TrainedModel:
                 discriminator=None,
                 stage1_generator=stage1_generator,
             )
-            return steps.generate(
-                nets, state, embedding, steps.sample_noise(nets, key, len(embedding))
-            )
+            return steps.generate_from_key(nets, state, embedding, key)
 
         return jax.jit(run)
 

@@ -346,3 +346,14 @@ def generate(
         state.generator.variables, low, embedding, noise.ca, train=False
     )
     return low, high
+
+
+def generate_from_key(
+    nets: Networks, state: GANState, embedding: Array, key: Array
+) -> tuple[Array, Array | None]:
+    """`generate` with the noise drawn from `key` by `sample_noise`.
+
+    Sampling and evaluation draw their noise this way, inside the jitted function, so a key and
+    embeddings give the same images from a checkpoint as from the training state it saved.
+    """
+    return generate(nets, state, embedding, sample_noise(nets, key, len(embedding)))
