@@ -19,6 +19,8 @@ Metrics:
     (--inception_checkpoint; `metrics.slim_inception`).
 """
 
+import dataclasses
+import functools
 import json
 import sys
 import time
@@ -32,7 +34,7 @@ from absl import app, flags, logging
 from clu import metric_writers
 from etils import epath
 
-from stackgan_jax import inference, visualize
+from stackgan_jax import inference, models, visualize
 from stackgan_jax.data import source as source_lib
 from stackgan_jax.data import synthetic_birds
 from stackgan_jax.metrics import (
@@ -67,26 +69,12 @@ def test_conditions(source: source_lib.ArraySource, count: int) -> tuple[np.ndar
     return embeddings, captions
 
 
-def generate_images(
-    model: inference.TrainedModel, embeddings: np.ndarray, batch_size: int, seed: int
-) -> dict[str, np.ndarray]:
-    """Generated images per stage: {'stage1': [n, 64, 64, 3], 'stage2': [n, 256, 256, 3]}.
-
-    Batch b draws its noise from fold_in(key(seed), b), so results do not depend on which other
-    batches ran.
-    """
-    stages: dict[str, list[np.ndarray]] = {"stage1": [], "stage2": []}
-    starts = range(0, len(embeddings), batch_size)
-    for b, start in enumerate(tqdm.tqdm(starts, desc="generating", unit=" batches")):
-        chunk = embeddings[start : start + batch_size]
-        # Pad the last batch so the generator compiles once.
-        padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - len(chunk), 0)])
-        key = jax.random.fold_in(jax.random.key(seed), b)
-        low, high = inference.generate(model, padded, key)
-        stages["stage1"].append(np.asarray(low)[: len(chunk)])
-        if high is not None:
-            stages["stage2"].append(np.asarray(high)[: len(chunk)])
-    return {stage: np.concatenate(images) for stage, images in stages.items() if images}
+Images = dict[str, np.ndarray]
+# (embeddings [n, text_dim], noise key) -> (64×64 images, 256×256 images or None), as
+# `inference.generate` of a checkpoint or `steps.generate_from_key` of a training state.
+Generate = Callable[[np.ndarray, jax.Array], tuple[jax.Array, jax.Array | None]]
+# Generated images per stage -> one metric's report.
+Metric = Callable[[Images], dict[str, Any]]
 
 
 def attribute_accuracy(
@@ -107,52 +95,76 @@ def attribute_accuracy(
     return scores
 
 
-def evaluate_attributes(
-    model: inference.TrainedModel,
-    source: source_lib.ArraySource,
-    images: dict[str, np.ndarray],
-    captions: Sequence[str],
-) -> dict[str, Any]:
-    """Attribute accuracy of each stage's images, and of the real test images (the ceiling)."""
+def attributes_metric(
+    source: source_lib.ArraySource, captions: Sequence[str], *, dataset: str, stage: int
+) -> Metric:
+    """Attribute accuracy of each stage's images, and of the real test images (the ceiling).
+
+    The classifier is loaded, and the ceiling computed, once, here.
+
+    Args:
+        source: the test split.
+        captions: the caption of each image the metric will be given, in order.
+        dataset: the dataset's name, for the error.
+        stage: the generator's stage; Stage-II also reads the real 256-pixel images.
+
+    Returns:
+        The metric.
+
+    Raises:
+        ValueError: the dataset has no attribute labels (only `synthetic_birds` has).
+    """
     if not source.attributes:
         raise ValueError(
-            f"the attributes metric needs synthetic_birds; {model.meta['dataset']} has no "
-            "attribute labels"
+            f"the attributes metric needs synthetic_birds; {dataset} has no attribute labels"
         )
     classifier = attribute_classifier.load_classifier()
-    report: dict[str, Any] = {
-        stage: attribute_accuracy(classifier, stage_images, captions)
-        for stage, stage_images in images.items()
-    }
     real = {"stage1": attribute_classifier.center_crop(source.images_small, 64)}
-    if "stage2" in images:
+    if stage == 2:
         real["stage2"] = attribute_classifier.center_crop(source.images, 256)
-    report["real"] = {
-        stage: attribute_classifier.accuracy(classifier, real_images, source.attributes)
-        for stage, real_images in real.items()
+    ceiling = {
+        name: attribute_classifier.accuracy(classifier, real_images, source.attributes)
+        for name, real_images in real.items()
     }
-    return report
+
+    def metric(images: Images) -> dict[str, Any]:
+        report: dict[str, Any] = {
+            name: attribute_accuracy(classifier, stage_images, captions)
+            for name, stage_images in images.items()
+        }
+        report["real"] = ceiling
+        return report
+
+    return metric
 
 
-def evaluate_fid(
-    model: inference.TrainedModel,
-    source: source_lib.ArraySource,
-    images: dict[str, np.ndarray],
-    captions: Sequence[str],
-    *,
-    workdir: str,
-    ref_stats: str | None = None,
-) -> dict[str, Any]:
-    """FID of the last stage's images against the real test images' statistics."""
-    del captions
-    stage = "stage2" if "stage2" in images else "stage1"
-    generated = images[stage]
+def fid_metric(
+    source: source_lib.ArraySource, *, stage: int, workdir: str, ref_stats: str | None = None
+) -> Metric:
+    """FID of the last stage's images against the real test images' statistics.
+
+    The Inception network and the reference statistics are loaded (or computed) once, here.
+
+    Args:
+        source: the test split.
+        stage: the generator's stage, whose images are scored.
+        workdir: the training workdir, whose `eval/` caches the real images' statistics.
+        ref_stats: reference statistics (.npz with `mu`, `sigma`) to use instead of the real
+            test images'.
+
+    Returns:
+        The metric.
+
+    Raises:
+        MissingWeightsError: the FID Inception weights are not installed; the message says how
+            to get them.
+    """
     params = inception.load_fid_inception()
+    size = models.IMAGE_SIZE[stage]
     if ref_stats:
         mu, sigma = fid.load_statistics(ref_stats)
         reference = ref_stats
     else:
-        size = generated.shape[1]
         cache = epath.Path(workdir) / "eval" / f"fid_reference_{size}px.npz"
         if cache.exists():
             mu, sigma = fid.load_statistics(cache)
@@ -160,49 +172,163 @@ def evaluate_fid(
             stored = source.images if size > 64 else source.images_small
             real = visualize.to_uint8(attribute_classifier.center_crop(stored, size))
             mu, sigma = fid.feature_statistics(inception.fid_features(params, real))
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            fid.save_statistics(cache, mu, sigma)
+            _save_statistics(cache, mu, sigma)
         reference = f"{len(source)} real test images, centre-cropped to {size} px ({cache})"
-    features = inception.fid_features(params, generated)
-    return {
-        "stage": stage,
-        "fid": float(fid.frechet_distance(*fid.feature_statistics(features), mu, sigma)),
-        "reference": reference,
-    }
+    name = f"stage{stage}"
+
+    def metric(images: Images) -> dict[str, Any]:
+        features = inception.fid_features(params, images[name])
+        distance = fid.frechet_distance(*fid.feature_statistics(features), mu, sigma)
+        return {"stage": name, "fid": float(distance), "reference": reference}
+
+    return metric
 
 
-def evaluate_is(
-    model: inference.TrainedModel,
-    source: source_lib.ArraySource,
-    images: dict[str, np.ndarray],
-    captions: Sequence[str],
-    *,
-    inception_checkpoint: str | None,
-    seed: int,
-) -> dict[str, Any]:
+def _save_statistics(path: epath.Path, mu: np.ndarray, sigma: np.ndarray) -> None:
+    """Writes the cache from process 0 only, whole or not at all.
+
+    Every process of a multi-host run computes the statistics; a process that starts later may
+    find the file, so it must never see it half written.
+    """
+    if jax.process_index() != 0:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.stem}.partial.npz")
+    fid.save_statistics(partial, mu, sigma)
+    partial.rename(path)
+
+
+def inception_score_metric(inception_checkpoint: str | None, *, seed: int) -> Metric:
     """StackGAN's Inception Score of each stage's images, by the fine-tuned Inception-v3.
 
-    The images are shuffled with `seed` and cut into `inception_score.DEFAULT_SPLITS` parts, as
-    StackGAN's `inception_score.py` shuffles them before splitting.
+    The network is loaded once, here. The images are shuffled with `seed` and cut into
+    `inception_score.DEFAULT_SPLITS` parts, as StackGAN's `inception_score.py` shuffles them
+    before splitting.
+
+    Args:
+        inception_checkpoint: StackGAN's fine-tuned TF-slim Inception-v3 (see
+            `slim_inception.resolve_checkpoint`).
+        seed: the shuffle's seed.
+
+    Returns:
+        The metric.
+
+    Raises:
+        MissingWeightsError: there is no checkpoint there; the message says where to get it.
     """
-    del model, source, captions
     params = slim_inception.load_slim_inception(inception_checkpoint)
-    report: dict[str, Any] = {
-        stage: inception_score.inception_score(
-            slim_inception.class_probabilities(params, stage_images), seed=seed
-        )._asdict()
-        for stage, stage_images in images.items()
+
+    def metric(images: Images) -> dict[str, Any]:
+        report: dict[str, Any] = {
+            name: inception_score.inception_score(
+                slim_inception.class_probabilities(params, stage_images), seed=seed
+            )._asdict()
+            for name, stage_images in images.items()
+        }
+        report["splits"] = inception_score.DEFAULT_SPLITS
+        report["checkpoint"] = inception_checkpoint
+        return report
+
+    return metric
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluator:
+    """Fixed test captions and noise, and loaded metrics: what evaluates any generator of a run.
+
+    The CLI evaluates a checkpoint with it and training its current state (`config.eval_*`), so
+    both give the same numbers for the same generator.
+
+    Attributes:
+        embeddings: float32 [n, text_dim], one image's condition each.
+        captions: their n captions.
+        batch_size: images per generator call.
+        seed: noise seed.
+        metrics: {name: metric}, in the order they run.
+    """
+
+    embeddings: np.ndarray
+    captions: list[str]
+    batch_size: int
+    seed: int
+    metrics: dict[str, Metric]
+
+    def generate_images(self, generate: Generate, *, progress: bool = True) -> Images:
+        """Generated images per stage: {'stage1': [n, 64, 64, 3], 'stage2': [n, 256, 256, 3]}.
+
+        Batch b draws its noise from fold_in(key(seed), b), so results do not depend on which
+        other batches ran.
+
+        Args:
+            generate: the generator to evaluate.
+            progress: show a progress bar.
+        """
+        stages: dict[str, list[np.ndarray]] = {"stage1": [], "stage2": []}
+        starts = range(0, len(self.embeddings), self.batch_size)
+        batches = tqdm.tqdm(starts, desc="generating", unit=" batches", disable=not progress)
+        for b, start in enumerate(batches):
+            chunk = self.embeddings[start : start + self.batch_size]
+            # Pad the last batch so the generator compiles once.
+            padding = np.repeat(chunk[-1:], self.batch_size - len(chunk), 0)
+            key = jax.random.fold_in(jax.random.key(self.seed), b)
+            low, high = generate(np.concatenate([chunk, padding]), key)
+            stages["stage1"].append(np.asarray(low)[: len(chunk)])
+            if high is not None:
+                stages["stage2"].append(np.asarray(high)[: len(chunk)])
+        return {stage: np.concatenate(images) for stage, images in stages.items() if images}
+
+    def score(self, images: Images) -> dict[str, Any]:
+        """{metric name: its report} for images from `generate_images`."""
+        return {name: metric(images) for name, metric in self.metrics.items()}
+
+
+def make_evaluator(
+    metrics: Sequence[str],
+    source: source_lib.ArraySource,
+    *,
+    dataset: str,
+    stage: int,
+    num_samples: int,
+    batch_size: int,
+    seed: int,
+    workdir: str,
+    ref_stats: str | None = None,
+    inception_checkpoint: str | None = None,
+) -> Evaluator:
+    """Checks `metrics` and loads what they need, so that a metric that cannot run fails here.
+
+    Args:
+        metrics: names from METRICS.
+        source: the test split.
+        dataset: the dataset's name.
+        stage: the generator's stage.
+        num_samples: images to generate (one per test caption, up to this many).
+        batch_size: images per generator call.
+        seed: noise seed (and the Inception Score's shuffle seed).
+        workdir: the training workdir (FID caches the real images' statistics there).
+        ref_stats: FID reference statistics (.npz with `mu`, `sigma`); None to compute them
+            from the real test images.
+        inception_checkpoint: StackGAN's fine-tuned TF-slim Inception-v3, which `is` needs.
+
+    Returns:
+        The evaluator.
+
+    Raises:
+        ValueError: an unknown metric, or `attributes` on a dataset without attribute labels.
+        MissingWeightsError: a metric's network is not installed.
+    """
+    unknown = sorted(set(metrics) - set(METRICS))
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; choose from {list(METRICS)}")
+    embeddings, captions = test_conditions(source, num_samples)
+    prepare = {
+        "attributes": lambda: attributes_metric(source, captions, dataset=dataset, stage=stage),
+        "fid": lambda: fid_metric(source, stage=stage, workdir=workdir, ref_stats=ref_stats),
+        "is": lambda: inception_score_metric(inception_checkpoint, seed=seed),
     }
-    report["splits"] = inception_score.DEFAULT_SPLITS
-    report["checkpoint"] = inception_checkpoint
-    return report
-
-
-EVALUATORS: dict[str, Callable[..., dict[str, Any]]] = {
-    "attributes": evaluate_attributes,
-    "fid": evaluate_fid,
-    "is": evaluate_is,
-}
+    return Evaluator(
+        embeddings, captions, batch_size, seed, {name: prepare[name]() for name in metrics}
+    )
 
 
 def evaluate(
@@ -235,38 +361,44 @@ def evaluate(
     Returns:
         The report, also written to <workdir>/eval/step_<N>.json and TensorBoard.
     """
-    unknown = sorted(set(metrics) - set(METRICS))
-    if unknown:
-        raise ValueError(f"unknown metrics {unknown}; choose from {list(METRICS)}")
-    if "is" in metrics:
-        # Fail before generating the images, not after.
-        slim_inception.resolve_checkpoint(inception_checkpoint)
     model = inference.load(workdir, step)
     data = model.config.data
     source = source_lib.load_split(
         data.dataset, "test", data_dir or data.data_dir, text_dim=model.config.model.text_dim
     )
-    embeddings, captions = test_conditions(source, num_samples)
+    evaluator = make_evaluator(
+        metrics,
+        source,
+        dataset=data.dataset,
+        stage=model.stage,
+        num_samples=num_samples,
+        batch_size=batch_size,
+        seed=seed,
+        workdir=workdir,
+        ref_stats=ref_stats,
+        inception_checkpoint=inception_checkpoint,
+    )
     start = time.perf_counter()
-    images = generate_images(model, embeddings, batch_size, seed)
+    images = evaluator.generate_images(functools.partial(inference.generate, model))
     report: dict[str, Any] = {
         "workdir": workdir,
         "step": model.step,
         "dataset": data.dataset,
-        "num_samples": len(captions),
+        "num_samples": len(evaluator.captions),
         "seed": seed,
         "generation_seconds": round(time.perf_counter() - start, 1),
     }
-    options = {
-        "fid": {"workdir": workdir, "ref_stats": ref_stats},
-        "is": {"inception_checkpoint": inception_checkpoint, "seed": seed},
-    }
-    for metric in metrics:
-        report[metric] = EVALUATORS[metric](
-            model, source, images, captions, **options.get(metric, {})
-        )
+    report |= evaluator.score(images)
     _write_report(workdir, model.step, report)
     return report
+
+
+def scalars(report: dict[str, Any]) -> dict[str, float]:
+    """The report's float values as TensorBoard scalars, named by their path under `eval/`.
+
+    E.g. `eval/attributes/stage1/body_colour`, `eval/fid/fid`, `eval/is/stage2/mean`.
+    """
+    return _flatten("eval", report)
 
 
 def _flatten(prefix: str, tree: Any) -> dict[str, float]:
@@ -283,7 +415,7 @@ def _write_report(workdir: str, step: int, report: dict[str, Any]) -> None:
     path = directory / f"step_{step:08d}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     writer = metric_writers.create_default_writer(str(directory))
-    writer.write_scalars(step, {k: v for k, v in _flatten("eval", report).items()})
+    writer.write_scalars(step, scalars(report))
     writer.flush()
     logging.info("Wrote %s", path)
 
