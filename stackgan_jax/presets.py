@@ -112,6 +112,21 @@ def base_config(name: str, stage: int) -> ml_collections.ConfigDict:
     config.keep_checkpoints = 3
     # Profile this many steps after the first few (0: no profiling).
     config.profile_steps = 0
+
+    # Evaluation during training, as `python -m stackgan_jax.evaluate` computes it, of the current
+    # generator every this many steps (0: off), written to TensorBoard as `eval/...` scalars.
+    config.eval_every_steps = 0
+    # Any of 'attributes' (synthetic_birds only), 'fid' and 'is' (needs eval_inception_checkpoint).
+    config.eval_metrics = ("attributes",)
+    # One image per test caption, up to this many: the same captions and noise every time.
+    config.eval_num_samples = 500
+    # Images per generator call; the noise depends on it, as on evaluate's --batch_size.
+    config.eval_batch_size = 100
+    # FID reference statistics (.npz with mu, sigma); None: the real test images' (evaluate's
+    # --ref_stats).
+    config.eval_ref_stats = ml_collections.config_dict.placeholder(str)
+    # StackGAN's fine-tuned TF-slim Inception-v3 for 'is' (evaluate's --inception_checkpoint).
+    config.eval_inception_checkpoint = ml_collections.config_dict.placeholder(str)
     return config
 
 

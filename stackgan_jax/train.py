@@ -1,4 +1,4 @@
-"""The training loop: mesh, data, state, the jitted step, logging, samples and checkpoints."""
+"""The training loop: mesh, data, state, the jitted step, logs, samples, evaluation, checkpoints."""
 
 import dataclasses
 import functools
@@ -17,7 +17,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 from PIL import Image
 
-from stackgan_jax import checkpointing, models, parallel, steps, visualize
+from stackgan_jax import checkpointing, evaluate, models, parallel, steps, visualize
 from stackgan_jax import state as state_lib
 from stackgan_jax.data import input_pipeline
 from stackgan_jax.data import source as source_lib
@@ -119,8 +119,32 @@ def _write_samples(
         (directory / "captions.txt").write_text("\n".join(captions) + "\n")
 
 
+def _make_evaluator(
+    config: ml_collections.ConfigDict, test_source: source_lib.ArraySource, workdir: str
+) -> evaluate.Evaluator | None:
+    """The evaluator of `config.eval_*`, with its networks loaded; None if evaluation is off."""
+    if config.eval_every_steps <= 0:
+        return None
+    return evaluate.make_evaluator(
+        config.eval_metrics,
+        test_source,
+        dataset=config.data.dataset,
+        stage=config.stage,
+        num_samples=config.eval_num_samples,
+        batch_size=config.eval_batch_size,
+        # The noise of `evaluate --seed=<config.seed>`, so the CLI reproduces these numbers.
+        seed=config.seed,
+        workdir=workdir,
+        ref_stats=config.eval_ref_stats,
+        inception_checkpoint=config.eval_inception_checkpoint,
+    )
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state_lib.GANState:
     """Trains the stage `config.stage` describes, resuming from `workdir` if it has checkpoints.
+
+    Every `config.eval_every_steps` steps (if > 0) it also evaluates the current generator on
+    the test captions (`config.eval_*`, the metrics of `stackgan_jax.evaluate`).
 
     Args:
       config: a training config (`configs/stage1.py` or `configs/stage2.py`).
@@ -144,6 +168,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
     test_source = source_lib.load_split(
         config.data.dataset, "test", config.data.data_dir, text_dim=config.model.text_dim
     )
+    # Loaded before the state, so that a metric that cannot run stops the run before it trains.
+    evaluator = _make_evaluator(config, test_source, workdir)
     steps_per_epoch = input_pipeline.steps_per_epoch(
         len(train_source.embeddings), train_config.global_batch_size
     )
@@ -196,6 +222,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
         donate_argnums=(0,),
     )
     generate = jax.jit(functools.partial(steps.generate, nets), out_shardings=replicated)
+    # Replicated output: every process reads the whole images, computes the same metrics, and
+    # process 0's writer records them (the others' only log).
+    generate_from_key = jax.jit(
+        functools.partial(steps.generate_from_key, nets), out_shardings=replicated
+    )
     sample_embedding, sample_noise, sample_captions = _sample_inputs(nets, test_source, config.seed)
     schedule = state_lib.learning_rate_schedule(train_config, steps_per_epoch)
 
@@ -271,6 +302,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
             if preempted:
                 logging.warning("Stopping at step %d after saving a checkpoint.", step)
                 break
+            # After the save, so that a preempted run does not spend its grace period evaluating.
+            if evaluator is not None and step % config.eval_every_steps == 0:
+                with report.timed("eval"):
+                    images = evaluator.generate_images(
+                        functools.partial(generate_from_key, state), progress=False
+                    )
+                    writer.write_scalars(step, evaluate.scalars(evaluator.score(images)))
     if pending is not None:
         logged = jax.device_get(pending[1])
         _check_finite(pending[0], logged, workdir)

