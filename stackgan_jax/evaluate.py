@@ -7,7 +7,8 @@
 
 One image is generated per test caption (caption c of every test image before caption c + 1),
 up to --num_samples, in batches. The report goes to <workdir>/eval/step_<N>.json and to
-TensorBoard under `eval/`.
+TensorBoard under `eval/`. Training computes the same metrics of its current generator every
+`config.eval_every_steps` steps through the same `Evaluator`.
 
 Metrics:
   attributes: `synthetic_birds` only. The attribute classifier (`metrics.attribute_classifier`)
