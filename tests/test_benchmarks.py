@@ -1,4 +1,5 @@
-"""Benchmarks: the scripts print one valid JSON line; the FLOP counter matches hand counts.
+"""Benchmarks: the scripts print one valid JSON line; the FLOP counter matches hand counts;
+the profiler's attribution (op_profile.py) is right on small synthetic inputs.
 
 Smoke tests only: nothing here asserts on speed.
 """
