@@ -27,10 +27,8 @@ The medians over runs are compared: `ratio` = ours / reference in images per sec
 """
 
 import json
-import os
 import pathlib
 import statistics
-import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -43,7 +41,7 @@ sys.path.insert(0, str(REPO))
 
 import jax  # noqa: E402
 
-from benchmarks import harness  # noqa: E402
+from benchmarks import harness, side_by_side  # noqa: E402
 from configs import stage1 as stage1_configs  # noqa: E402
 from configs import stage2 as stage2_configs  # noqa: E402
 from stackgan_jax import models  # noqa: E402
@@ -53,7 +51,7 @@ _TORCH_PYTHON = flags.DEFINE_string(
 )
 _TORCH_REFERENCE = flags.DEFINE_string(
     "torch_reference",
-    str(REPO.parent / "shared" / "bench" / "torch_reference.py"),
+    side_by_side.DEFAULT_TORCH_REFERENCE,
     "The PyTorch reference script (usage: torch_reference.py STAGE BATCH STEPS).",
 )
 _STAGE2 = flags.DEFINE_bool("stage2", False, "Also compare Stage-II.")
@@ -70,73 +68,12 @@ _CPUS = flags.DEFINE_list(
     "cpus", None, "CPU ids to pin both sides to (default: the first --threads allowed ones)."
 )
 
-# The reference script runs this many untimed steps before timing; ours matches it.
-WARMUP = 2
-
-# Runs the reference's `main()` with a thread count set first (its own script sets none).
-TORCH_DRIVER = """
-import runpy, sys
-import torch
-torch.set_num_threads(int(sys.argv[1]))
-path = sys.argv[2]
-sys.argv = [path] + sys.argv[3:]
-runpy.run_path(path, run_name="__main__")
-"""
-
-
-def pin_cpus(threads: int, cpus: Sequence[str] | None) -> list[int]:
-    """Restricts this process (and its children) to `cpus` or the first `threads` allowed CPUs."""
-    allowed = sorted(os.sched_getaffinity(0))
-    chosen = [int(c) for c in cpus] if cpus else allowed[:threads]
-    if len(chosen) != threads or not set(chosen) <= set(allowed):
-        raise app.UsageError(f"Need {threads} CPUs among {allowed}, got {chosen}.")
-    os.sched_setaffinity(0, chosen)
-    return chosen
-
-
-def single_cpu_device() -> str:
-    """One XLA CPU device (must run before JAX's backend starts); returns the XLA_FLAGS left."""
-    kept = [
-        f
-        for f in os.environ.get("XLA_FLAGS", "").split()
-        if not f.startswith("--xla_force_host_platform_device_count")
-    ]
-    os.environ["XLA_FLAGS"] = " ".join(kept)
-    jax.config.update("jax_platforms", "cpu")
-    jax.config.update("jax_num_cpu_devices", 1)
-    return os.environ["XLA_FLAGS"]
-
-
-def run_reference(stage: int, batch: int, steps: int, threads: int) -> dict[str, Any]:
-    """One run of the PyTorch reference; its JSON record (`img_per_s`, `params_*`, ...)."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    command = [
-        _TORCH_PYTHON.value,
-        "-c",
-        TORCH_DRIVER,
-        str(threads),
-        _TORCH_REFERENCE.value,
-        str(stage),
-        str(batch),
-        str(steps),
-    ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if done.returncode:
-        raise RuntimeError(f"The PyTorch reference failed:\n{done.stderr[-4000:]}")
-    record = json.loads(done.stdout.strip().splitlines()[-1])
-    if record.get("threads") != threads:
-        raise RuntimeError(
-            f"The reference ran with {record.get('threads')} threads, not {threads}."
-        )
-    return record
-
 
 def compare_stage(stage: int, batch: int, steps: int, runs: int, threads: int) -> dict[str, Any]:
     """Alternating runs of both sides at one stage; medians, ratio and per-run numbers."""
     module = stage1_configs if stage == 1 else stage2_configs
     config = harness.configure(module.get_config(_CONFIG_NAME.value), batch, "float32")
-    if config.model.arch != "pytorch":
-        raise app.UsageError(f"--config_name={config.name} is not a 'pytorch'-arch preset.")
+    side_by_side.check_pytorch_arch(config)
     logging.info("Compiling our Stage-%d step at batch %d.", stage, batch)
     bench = harness.build(config)
     ours, reference, torch_record = [], [], {}
@@ -144,10 +81,12 @@ def compare_stage(stage: int, batch: int, steps: int, runs: int, threads: int) -
         sides = ("ours", "reference") if run % 2 == 0 else ("reference", "ours")
         for side in sides:
             if side == "ours":
-                seconds = harness.time_pipelined(bench, steps, WARMUP)
+                seconds = harness.time_pipelined(bench, steps, side_by_side.WARMUP)
                 ours.append(batch / seconds)
             else:
-                torch_record = run_reference(stage, batch, steps, threads)
+                torch_record = side_by_side.run_reference(
+                    _TORCH_PYTHON.value, _TORCH_REFERENCE.value, stage, batch, steps, threads
+                )
                 reference.append(torch_record["img_per_s"])
         logging.info(
             "Stage-%d run %d: ours %.3f, reference %.3f img/s", stage, run, ours[-1], reference[-1]
@@ -158,7 +97,7 @@ def compare_stage(stage: int, batch: int, steps: int, runs: int, threads: int) -
         "config": config.name,
         "batch": batch,
         "steps_per_run": steps,
-        "warmup_per_run": WARMUP,
+        "warmup_per_run": side_by_side.WARMUP,
         "ours_images_per_sec": ours_median,
         "reference_images_per_sec": reference_median,
         "ratio": ours_median / reference_median,
@@ -182,8 +121,8 @@ def main(argv: Sequence[str]) -> None:
     if _RUNS.value < 1:
         raise app.UsageError("--runs must be at least 1.")
     threads = _THREADS.value
-    cpus = pin_cpus(threads, _CPUS.value)
-    xla_flags = single_cpu_device()
+    cpus = side_by_side.pin_cpus(threads, _CPUS.value)
+    xla_flags = side_by_side.single_cpu_device()
     stages = [(1, _BATCH_STAGE1.value, _STEPS_STAGE1.value)]
     if _STAGE2.value:
         stages.append((2, _BATCH_STAGE2.value, _STEPS_STAGE2.value))

@@ -230,11 +230,16 @@ def generator_loss(
     return total, (GeneratorLoss(total, adversarial, kl), d_stats)
 
 
+# Name scope of the optimiser updates in the HLO ops' `op_name` metadata (for profiles).
+OPTIMIZER_SCOPE = "optimizer"
+
+
 def _update(
     optimizer: optax.GradientTransformation, net: NetState, grads: Any, batch_stats: Any
 ) -> NetState:
-    updates, opt_state = optimizer.update(grads, net.opt_state, net.params)
-    return NetState(optax.apply_updates(net.params, updates), batch_stats, opt_state)
+    with jax.named_scope(OPTIMIZER_SCOPE):
+        updates, opt_state = optimizer.update(grads, net.opt_state, net.params)
+        return NetState(optax.apply_updates(net.params, updates), batch_stats, opt_state)
 
 
 def train_step(

@@ -1,4 +1,5 @@
-"""Benchmarks: the scripts print one valid JSON line; the FLOP counter matches hand counts.
+"""Benchmarks: the scripts print one valid JSON line; the FLOP counter matches hand counts;
+the profiler's attribution (op_profile.py) is right on small synthetic inputs.
 
 Smoke tests only: nothing here asserts on speed.
 """
@@ -13,9 +14,10 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from benchmarks import flops
+from benchmarks import flops, op_profile
 from configs import stage1 as stage1_configs
 from configs import stage2 as stage2_configs
+from stackgan_jax import steps
 from stackgan_jax.models import layers
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -129,6 +131,114 @@ def test_input_pipeline_script_prints_one_json_record():
         assert record["images_per_sec"][size] > 0
         assert record["sizes"][size]["sec_per_batch_median"] > 0
         assert record["sizes"][size]["setup_s"] > 0
+
+
+def test_profile_step_script_prints_one_json_record():
+    record = run_json(
+        "benchmarks/profile_step.py",
+        "--side=ours",
+        "--config=configs/stage1.py:debug",
+        "--config.model.arch=pytorch",
+        "--batch_size=2",
+        "--steps=1",
+        "--warmup=0",
+        "--threads=1",
+        JAX_DISABLE_MOST_OPTIMIZATIONS="1",
+    )
+    assert record["benchmark"] == "profile_step"
+    assert (record["stage"], record["arch"], record["batch"]) == (1, "pytorch", 2)
+    assert record["ratio_plain"] is None and "reference" not in record
+    ours = record["ours"]
+    categories = ours["categories_ms_per_step"]
+    assert set(categories) == set(op_profile.CATEGORIES)
+    for category in ("conv_forward", "conv_input_grad", "conv_kernel_grad", "optimizer"):
+        assert categories[category] > 0, category
+    assert sum(categories.values()) == pytest.approx(ours["busy_ms_per_step"])
+    assert 0 < ours["busy_ms_per_step"] <= 1e3 * ours["sec_per_step_profiled"]
+    assert ours["op_ms_per_step"] >= ours["busy_ms_per_step"] * (1 - 1e-9)
+    assert set(ours["scopes_ms_per_step"]) == {
+        layers.INPUT_GRAD_SCOPE,
+        layers.KERNEL_GRAD_SCOPE,
+        steps.OPTIMIZER_SCOPE,
+    }
+    assert 0 < len(ours["top_ops"]) <= 15
+
+
+def event(start, end, line, name="op"):
+    return op_profile.Event(name, start, end - start, run_id=0, line=line)
+
+
+def test_wall_time_is_shared_among_the_ops_running_at_once():
+    # Line 0: a [0, 10], then a loop [20, 30] around its body [22, 28]; line 1: b [5, 15].
+    a, loop, body, b = event(0, 10, 0), event(20, 30, 0), event(22, 28, 0), event(5, 15, 1)
+    for line in ([a, loop, body], [b]):
+        op_profile.set_self_times(line)
+    op_profile.attribute_wall_time([a, loop, body, b])
+    assert [e.self_ns for e in (a, loop, body, b)] == [10, 4, 6, 10]
+    # [5, 10] is shared by a and b; the body's time is its own, not the loop's.
+    assert [e.wall_ns for e in (a, loop, body, b)] == [7.5, 4, 6, 7.5]
+    assert sum(e.wall_ns for e in (a, loop, body, b)) == 25  # the union of the intervals
+
+
+def test_compiled_instructions_are_classified():
+    def loss(x, kernel, dense):
+        with jax.named_scope("net"):
+            y = layers.conv2d(x, kernel, 1, 1)
+            return jnp.sum(jnp.tanh(y.reshape(2, -1) @ dense))
+
+    def step(x, kernel, dense):
+        grads = jax.grad(loss, argnums=(0, 1, 2))(x, kernel, dense)
+        with jax.named_scope(steps.OPTIMIZER_SCOPE):
+            return [p - 0.1 * jnp.sign(g) for p, g in zip((x, kernel, dense), grads, strict=True)]
+
+    args = (jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 5)), jnp.ones((8 * 8 * 5, 3)))
+    module = op_profile.HloModule.parse(jax.jit(step).lower(*args).compile().as_text())
+    assert module.name == "jit_step"
+    found = {
+        op_profile.classify_instruction(module, i)[0] for i in module.computations[module.entry]
+    }
+    assert {"conv_forward", "conv_input_grad", "conv_kernel_grad", "optimizer"} <= found
+    assert found <= set(op_profile.CATEGORIES)
+
+
+def test_reference_conv_backward_is_split_by_onednn_times():
+    def op(name, us, scope=""):
+        return {"name": name, "scope": scope, "shapes": "[]", "self_us": us, "calls": 2}
+
+    ops = [
+        op("aten::mkldnn_convolution", 4000),
+        op("aten::convolution_backward", 6000),
+        op("aten::_slow_conv2d_backward", 200),
+        op("aten::native_batch_norm", 1000),
+        op("aten::mul_", 400, scope="optimizer"),
+        op("aten::addmm", 100),
+        op("aten::cat", 100),
+        op("aten::sum", 100),
+        op("aten::empty", 100),
+    ]
+    onednn = {
+        "convolution/backward_data": {"ms": 1.0, "calls": 4},
+        "convolution/backward_weights": {"ms": 3.0, "calls": 4},
+    }
+    profiled = {"profile": {"steps": 2, "seconds": 0.0128, "ops": ops, "onednn": onednn}}
+    side = op_profile.reference_profile({"sec_per_step": 0.006}, profiled)
+    assert side.as_dict(5)["conv_backward_kernel_share"] == 0.75
+    assert side.categories() == pytest.approx(
+        {
+            "conv_forward": 2.0,
+            "conv_input_grad": 0.75,
+            "conv_kernel_grad": 2.25,
+            "conv_backward_unsplit": 0.1,
+            "other_dot": 0.05,
+            "elementwise": 0.5,
+            "reductions": 0.05,
+            "copies": 0.05,
+            "optimizer": 0.2,
+            "other": 0.05,
+        }
+    )
+    assert side.busy_ms == pytest.approx(6.0) and side.profiled_s == 0.0064
+    assert side.scopes() == {"optimizer": {"optimizer": pytest.approx(0.2)}}
 
 
 # --- The FLOP counter ---------------------------------------------------------------------------

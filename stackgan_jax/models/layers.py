@@ -93,6 +93,12 @@ def _lax_conv(x: Array, kernel: Array, stride: int, padding: int) -> Array:
     )
 
 
+# Name scopes of `conv2d`'s CPU backward pass; they appear in the HLO ops' `op_name` metadata,
+# which is how profiles (benchmarks/profile_step.py) tell the two gradients apart.
+INPUT_GRAD_SCOPE = "conv_input_grad"
+KERNEL_GRAD_SCOPE = "conv_kernel_grad"
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _conv_matmul_kernel_grad(x: Array, kernel: Array, stride: int, padding: int) -> Array:
     return _lax_conv(x, kernel, stride, padding)
@@ -104,26 +110,29 @@ def _conv_forward(x: Array, kernel: Array, stride: int, padding: int) -> tuple[A
 
 def _conv_backward(stride: int, padding: int, residuals: Any, upstream: Array) -> Any:
     x, kernel = residuals
-    (x_grad,) = jax.vjp(lambda a: _lax_conv(a, kernel, stride, padding), x)[1](upstream)
-    padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    out_h, out_w = upstream.shape[1:3]
-    # Tap (i, j) of the kernel met the input pixels padded[:, i + stride·p, j + stride·q].
-    taps = [
-        [
-            jnp.einsum(
-                "nhwc,nhwd->cd",
-                padded[
-                    :,
-                    i : i + stride * (out_h - 1) + 1 : stride,
-                    j : j + stride * (out_w - 1) + 1 : stride,
-                ],
-                upstream,
-            )
-            for j in range(kernel.shape[1])
+    with jax.named_scope(INPUT_GRAD_SCOPE):
+        (x_grad,) = jax.vjp(lambda a: _lax_conv(a, kernel, stride, padding), x)[1](upstream)
+    with jax.named_scope(KERNEL_GRAD_SCOPE):
+        padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+        out_h, out_w = upstream.shape[1:3]
+        # Tap (i, j) of the kernel met the input pixels padded[:, i + stride·p, j + stride·q].
+        taps = [
+            [
+                jnp.einsum(
+                    "nhwc,nhwd->cd",
+                    padded[
+                        :,
+                        i : i + stride * (out_h - 1) + 1 : stride,
+                        j : j + stride * (out_w - 1) + 1 : stride,
+                    ],
+                    upstream,
+                )
+                for j in range(kernel.shape[1])
+            ]
+            for i in range(kernel.shape[0])
         ]
-        for i in range(kernel.shape[0])
-    ]
-    return x_grad, jnp.stack([jnp.stack(row) for row in taps]).astype(kernel.dtype)
+        kernel_grad = jnp.stack([jnp.stack(row) for row in taps]).astype(kernel.dtype)
+    return x_grad, kernel_grad
 
 
 _conv_matmul_kernel_grad.defvjp(_conv_forward, _conv_backward)
