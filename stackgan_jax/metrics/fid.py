@@ -19,6 +19,7 @@ import warnings
 
 import numpy as np
 import scipy.linalg
+from etils import epath
 
 # Added to both covariance diagonals when sqrtm(sigma1 @ sigma2) is not finite (pytorch-fid).
 SQRTM_EPSILON = 1e-6
@@ -116,7 +117,7 @@ def save_statistics(path: str | pathlib.Path, mu: np.ndarray, sigma: np.ndarray)
     """Writes `mu` and `sigma` (float64) to an `.npz` file, like DM-GAN's `bird_val.npz`.
 
     Args:
-      path: the file; NumPy appends `.npz` if it has another suffix.
+      path: the file (local or any filesystem `etils.epath` reaches, e.g. gs://).
       mu: [D] mean.
       sigma: [D, D] covariance.
 
@@ -126,14 +127,15 @@ def save_statistics(path: str | pathlib.Path, mu: np.ndarray, sigma: np.ndarray)
     mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
         raise ValueError(f"expected mu [D] and sigma [D, D], got {mu.shape} and {sigma.shape}")
-    np.savez(path, mu=mu, sigma=sigma)
+    with epath.Path(path).open("wb") as file:
+        np.savez(file, mu=mu, sigma=sigma)
 
 
 def load_statistics(path: str | pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
     """Reads `mu` and `sigma` from an `.npz` statistics file (ours, pytorch-fid's, DM-GAN's).
 
     Args:
-      path: the file.
+      path: the file (local or any filesystem `etils.epath` reaches, e.g. gs://).
 
     Returns:
       (mu [D], sigma [D, D]) in float64.
@@ -141,7 +143,7 @@ def load_statistics(path: str | pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
     Raises:
       KeyError: if the file lacks `mu` or `sigma`.
     """
-    with np.load(path, allow_pickle=False) as stats:
+    with epath.Path(path).open("rb") as file, np.load(file, allow_pickle=False) as stats:
         missing = {"mu", "sigma"} - set(stats.files)
         if missing:
             raise KeyError(f"{path}: no {sorted(missing)} among {stats.files}")
