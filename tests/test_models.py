@@ -135,6 +135,36 @@ def test_bfloat16_computes_in_bfloat16_with_float32_state():
     assert {x.dtype for x in jax.tree.leaves(new_state)} == {jnp.dtype(jnp.float32)}
 
 
+def test_bfloat16_batch_norm_input_gradient_is_float32_accurate():
+    """BatchNorm's input gradient subtracts the upstream gradient's projections on the ones and
+    on the normalised input. Here the upstream gradient lies mostly in their span, so the result
+    is a small difference of large terms; bfloat16 arithmetic anywhere in it would lose most of
+    it. Inputs and upstream gradient are exact in bfloat16, so the only rounding allowed is the
+    result's own (relative 2⁻⁹)."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(0.3, 0.1, (8, 4, 4, 16)), jnp.bfloat16)
+    x32 = x.astype(jnp.float32)
+    normalised = (x32 - x32.mean((0, 1, 2))) / x32.std((0, 1, 2))
+    upstream = (1.0 + 0.5 * normalised + 0.01 * rng.normal(size=x.shape)).astype(jnp.bfloat16)
+    variables = layers.batch_norm(jnp.float32).init(
+        jax.random.key(0), x32, use_running_average=False
+    )
+
+    def input_gradient(dtype, x, upstream):
+        bn = layers.batch_norm(dtype)
+        out, pull_back = jax.vjp(
+            lambda x: bn.apply(variables, x, use_running_average=False, mutable=["batch_stats"])[0],
+            x,
+        )
+        return pull_back(upstream.astype(out.dtype))[0]
+
+    got = jax.jit(input_gradient, static_argnums=0)(jnp.bfloat16, x, upstream)
+    want = jax.jit(input_gradient, static_argnums=0)(jnp.float32, x32, upstream)
+    assert got.dtype == jnp.bfloat16
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    assert np.linalg.norm(got - want) <= 4e-3 * np.linalg.norm(want)
+
+
 def straightforward_upsample_conv(x, kernel):
     """The definition: nearest-neighbour ×2, then a 3×3 convolution with zero padding 1."""
     up = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)

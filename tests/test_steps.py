@@ -1,4 +1,5 @@
-"""The training step: each reference's update rules, device-count independence, frozen Stage-I."""
+"""The training step: each reference's update rules, device-count independence, frozen Stage-I,
+bfloat16 against float32."""
 
 import functools
 
@@ -23,6 +24,19 @@ def recording_sgd(lr):
     return optax.GradientTransformation(
         init=lambda params: jax.tree.map(jnp.zeros_like, params),
         update=lambda grads, state, params=None: (jax.tree.map(lambda g: -lr * g, grads), grads),
+    )
+
+
+def recording(optimizer):
+    """`optimizer` whose state is (its own state, the last raw gradient)."""
+
+    def update(grads, state, params=None):
+        updates, inner = optimizer.update(grads, state[0], params)
+        return updates, (inner, grads)
+
+    return optax.GradientTransformation(
+        init=lambda params: (optimizer.init(params), jax.tree.map(jnp.zeros_like, params)),
+        update=update,
     )
 
 
@@ -246,3 +260,79 @@ def test_text_scale_multiplies_the_embedding_in_training_and_generation():
     images, _ = steps.generate(nets, new, embedding, noise)
     want, _ = steps.generate(want_nets, new, embedding * 3.0, noise)
     np.testing.assert_allclose(images, want, rtol=1e-5, atol=1e-6)
+
+
+def on_bfloat16_grid(tree):
+    """float32 leaves rounded to the nearest bfloat16 value (still float32)."""
+    return jax.tree.map(lambda x: jnp.asarray(x).astype(jnp.bfloat16).astype(jnp.float32), tree)
+
+
+def cosine(a, b):
+    a, b = (np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)]) for t in (a, b))
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("arch", ["tf", "pytorch"])
+def test_bfloat16_training_tracks_float32(arch):
+    """bfloat16 computation against float32 from the same state: five Adam steps on one batch.
+
+    The first step's raw gradients (D's, and G's against the updated D) are compared by cosine
+    with float32's. Cosine ≥ 0.99 was the target, but at initialisation the float32 gradient
+    is itself that sensitive: float32 from parameters and inputs rounded to bfloat16, which any
+    bfloat16 computation has to round, already gives cosines of 0.993–0.994 (D) and 0.968–0.980
+    (G) here, and 0.997 and 0.966 at the birds widths and batch. (D's batch-statistics
+    BatchNorm makes the gradient it passes to G turn quickly with its input.) So the angle to
+    float32's may be at most 1.6× the angle that this rounding causes (measured 1.0–1.3×), and
+    the cosines must be at least 0.98 for D (measured 0.990–0.993) and 0.94 for G (0.957–0.965).
+
+    Losses stay within 0.05 of float32's over the five steps (measured ≤ 0.021; float32 from
+    the rounded start drifts by up to 0.031). Parameters, optimiser state, BatchNorm statistics
+    and losses stay float32.
+    """
+    config = debug_config(arch)
+    optimizer = recording(state_lib.make_optimizer(config.train, steps_per_epoch=1))
+    batch = make_batch(config)
+    initial = jax.jit(functools.partial(state_lib.create_state, config, optimizer=optimizer))(
+        jax.random.key(1)
+    )
+    train_step = {}
+    for dtype in ("float32", "bfloat16"):
+        config.model.dtype = dtype
+        nets = steps.Networks.from_config(config)
+        train_step[dtype] = jax.jit(functools.partial(steps.train_step, nets, optimizer))
+
+    def run(dtype, state, batch, num_steps):
+        """The first step's raw (D, G) gradients, the metrics of each step, the last state."""
+        history = []
+        for _ in range(num_steps):
+            state, metrics = train_step[dtype](state, batch)
+            history.append(jax.device_get(metrics))
+            if len(history) == 1:
+                grads = jax.device_get(
+                    (state.discriminator.opt_state[1], state.generator.opt_state[1])
+                )
+        return grads, history, state
+
+    want_grads, want_history, _ = run("float32", initial, batch, 5)
+    grads, history, final = run("bfloat16", initial, batch, 5)
+    rounded = initial.replace(
+        generator=initial.generator.replace(params=on_bfloat16_grid(initial.generator.params)),
+        discriminator=initial.discriminator.replace(
+            params=on_bfloat16_grid(initial.discriminator.params)
+        ),
+    )
+    rounded_grads, _, _ = run("float32", rounded, on_bfloat16_grid(batch), 1)
+
+    for name, got, want, perturbed, minimum in zip(
+        ("D", "G"), grads, want_grads, rounded_grads, (0.98, 0.94), strict=True
+    ):
+        got_cos, rounded_cos = cosine(got, want), cosine(perturbed, want)
+        assert np.arccos(got_cos) <= 1.6 * np.arccos(rounded_cos), (name, got_cos, rounded_cos)
+        assert got_cos >= minimum, (name, got_cos)
+    for step, (metrics, want) in enumerate(zip(history, want_history, strict=True)):
+        for name, value in metrics.items():
+            assert value.dtype == np.float32, name
+            assert abs(value - want[name]) <= 0.05, (step, name, value, want[name])
+    floats = [x for x in jax.tree.leaves(final) if jnp.issubdtype(x.dtype, jnp.floating)]
+    assert {x.dtype for x in floats} == {jnp.dtype(jnp.float32)}
