@@ -205,15 +205,17 @@ def straightforward_conv(x, kernel, stride, padding):
 
 
 # (batch, height, width, cin, cout, kernel, stride, padding): the references' 3×3 / pad 1, 4×4
-# stride 2 / pad 1 (odd size too), 1×1, and D's final 4×4 stride 4.
+# stride 2 / pad 1 (odd size too), 1×1, and D's final 4×4 stride 4, with enough output channels
+# for the per-tap products; and a 3-channel image layer, which keeps XLA's kernel gradient.
 @pytest.mark.parametrize(
     "shape",
     [
-        (2, 6, 6, 3, 4, 3, 1, 1),
-        (2, 8, 8, 3, 5, 4, 2, 1),
-        (1, 7, 5, 2, 3, 4, 2, 1),
-        (3, 4, 4, 5, 2, 1, 1, 0),
-        (2, 4, 4, 6, 1, 4, 4, 0),
+        (2, 6, 6, 3, 8, 3, 1, 1),
+        (2, 8, 8, 3, 9, 4, 2, 1),
+        (1, 7, 5, 2, 8, 4, 2, 1),
+        (3, 4, 4, 5, 10, 1, 1, 0),
+        (2, 4, 4, 6, 8, 4, 4, 0),
+        (2, 6, 6, 5, 3, 3, 1, 1),
     ],
 )
 def test_conv_with_matmul_kernel_gradient_equals_xla_convolution(shape):
