@@ -191,7 +191,13 @@ def test_compiled_instructions_are_classified():
         with jax.named_scope(steps.OPTIMIZER_SCOPE):
             return [p - 0.1 * jnp.sign(g) for p, g in zip((x, kernel, dense), grads, strict=True)]
 
-    args = (jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 5)), jnp.ones((8 * 8 * 5, 3)))
+    # 8 output channels: enough for conv2d's per-tap kernel gradient (its name scope).
+    features = layers.MATMUL_KERNEL_GRAD_MIN_FEATURES
+    args = (
+        jnp.ones((2, 8, 8, 4)),
+        jnp.ones((3, 3, 4, features)),
+        jnp.ones((8 * 8 * features, 3)),
+    )
     module = op_profile.HloModule.parse(jax.jit(step).lower(*args).compile().as_text())
     assert module.name == "jit_step"
     found = {
