@@ -7,6 +7,7 @@ to resume, sample or evaluate. Arrays are restored onto whatever mesh is current
 saved on 8 devices restores on 1.
 """
 
+import os
 import subprocess
 from importlib import metadata
 from typing import Any
@@ -62,7 +63,12 @@ class CheckpointMismatchError(ValueError):
 
 
 def checkpoint_dir(workdir: str) -> epath.Path:
-    """Where a run's checkpoints live (local path or gs://)."""
+    """Where a run's checkpoints live (local path or gs://); local paths made absolute.
+
+    Orbax refuses relative checkpoint paths, and `--workdir=runs/demo` is one.
+    """
+    if "://" not in workdir:
+        workdir = os.path.abspath(workdir)
     return epath.Path(workdir) / "checkpoints"
 
 

@@ -79,10 +79,14 @@ def restore_on(workdir, config, devices, step=None):
 
 
 @pytest.mark.slow
-def test_resume_ends_with_the_same_state_as_an_uninterrupted_run(stage1_run, data_dir, tmp_path):
+def test_resume_ends_with_the_same_state_as_an_uninterrupted_run(
+    stage1_run, data_dir, tmp_path, monkeypatch
+):
     config, workdir, uninterrupted = stage1_run
     assert int(uninterrupted.step) == 4
-    workdir_resumed = str(tmp_path / "resumed")
+    # A relative workdir, as README's commands give (Orbax itself wants absolute paths).
+    monkeypatch.chdir(tmp_path)
+    workdir_resumed = "resumed"
     train.train_and_evaluate(debug_config(1, data_dir, num_steps=2), workdir_resumed)
     resumed = train.train_and_evaluate(config, workdir_resumed)
     assert int(resumed.step) == 4
