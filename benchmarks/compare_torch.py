@@ -46,14 +46,6 @@ from configs import stage1 as stage1_configs  # noqa: E402
 from configs import stage2 as stage2_configs  # noqa: E402
 from stackgan_jax import models  # noqa: E402
 
-_TORCH_PYTHON = flags.DEFINE_string(
-    "torch_python", None, "Python interpreter that has torch, e.g. /tmp/torchvenv/bin/python."
-)
-_TORCH_REFERENCE = flags.DEFINE_string(
-    "torch_reference",
-    side_by_side.DEFAULT_TORCH_REFERENCE,
-    "The PyTorch reference script (usage: torch_reference.py STAGE BATCH STEPS).",
-)
 _STAGE2 = flags.DEFINE_bool("stage2", False, "Also compare Stage-II.")
 _CONFIG_NAME = flags.DEFINE_string(
     "config_name", "birds_pytorch", "Our config; it must be a 'pytorch'-arch preset."
@@ -63,10 +55,6 @@ _STEPS_STAGE1 = flags.DEFINE_integer("steps_stage1", 5, "Timed Stage-I steps per
 _STEPS_STAGE2 = flags.DEFINE_integer("steps_stage2", 2, "Timed Stage-II steps per run.")
 _BATCH_STAGE1 = flags.DEFINE_integer("batch_size_stage1", 64, "Stage-I batch.")
 _BATCH_STAGE2 = flags.DEFINE_integer("batch_size_stage2", 16, "Stage-II batch.")
-_THREADS = flags.DEFINE_integer("threads", 2, "CPUs / threads for each side.")
-_CPUS = flags.DEFINE_list(
-    "cpus", None, "CPU ids to pin both sides to (default: the first --threads allowed ones)."
-)
 
 
 def compare_stage(stage: int, batch: int, steps: int, runs: int, threads: int) -> dict[str, Any]:
@@ -85,7 +73,12 @@ def compare_stage(stage: int, batch: int, steps: int, runs: int, threads: int) -
                 ours.append(batch / seconds)
             else:
                 torch_record = side_by_side.run_reference(
-                    _TORCH_PYTHON.value, _TORCH_REFERENCE.value, stage, batch, steps, threads
+                    side_by_side.TORCH_PYTHON.value,
+                    side_by_side.TORCH_REFERENCE.value,
+                    stage,
+                    batch,
+                    steps,
+                    threads,
                 )
                 reference.append(torch_record["img_per_s"])
         logging.info(
@@ -120,8 +113,8 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if _RUNS.value < 1:
         raise app.UsageError("--runs must be at least 1.")
-    threads = _THREADS.value
-    cpus = side_by_side.pin_cpus(threads, _CPUS.value)
+    threads = side_by_side.THREADS.value
+    cpus = side_by_side.pin_cpus(threads, side_by_side.CPUS.value)
     xla_flags = side_by_side.single_cpu_device()
     stages = [(1, _BATCH_STAGE1.value, _STEPS_STAGE1.value)]
     if _STAGE2.value:

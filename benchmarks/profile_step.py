@@ -81,18 +81,6 @@ _WARMUP = flags.DEFINE_integer(
     "Our untimed steps after compiling (the reference always runs its own 2).",
 )
 _TOP = flags.DEFINE_integer("top", 15, "Individual ops listed per side.")
-_THREADS = flags.DEFINE_integer("threads", 2, "CPUs / threads for each side.")
-_CPUS = flags.DEFINE_list(
-    "cpus", None, "CPU ids to pin both sides to (default: the first --threads allowed ones)."
-)
-_TORCH_PYTHON = flags.DEFINE_string(
-    "torch_python", None, "Python interpreter that has torch (needed for the reference side)."
-)
-_TORCH_REFERENCE = flags.DEFINE_string(
-    "torch_reference",
-    side_by_side.DEFAULT_TORCH_REFERENCE,
-    "The PyTorch reference script (usage: torch_reference.py STAGE BATCH STEPS).",
-)
 _TRACE_DIR = flags.DEFINE_string(
     "trace_dir", None, "Keep our jax.profiler trace here (for TensorBoard); default: discarded."
 )
@@ -131,8 +119,8 @@ def profile_reference(
 ) -> op_profile.SideProfile:
     """Times the reference as it is, then profiles it."""
     run = (
-        _TORCH_PYTHON.value,
-        _TORCH_REFERENCE.value,
+        side_by_side.TORCH_PYTHON.value,
+        side_by_side.TORCH_REFERENCE.value,
         config.stage,
         config.train.global_batch_size,
         num_steps,
@@ -157,10 +145,10 @@ def main(argv: Sequence[str]) -> None:
     with_reference = _SIDE.value in ("both", "reference")
     if with_reference:
         side_by_side.check_pytorch_arch(config)
-        if not _TORCH_PYTHON.value:
+        if not side_by_side.TORCH_PYTHON.value:
             raise app.UsageError(f"--side={_SIDE.value} needs --torch_python.")
-    threads = _THREADS.value
-    cpus = side_by_side.pin_cpus(threads, _CPUS.value)
+    threads = side_by_side.THREADS.value
+    cpus = side_by_side.pin_cpus(threads, side_by_side.CPUS.value)
     xla_flags = side_by_side.single_cpu_device()
     sides = {}
     if _SIDE.value in ("both", "ours"):

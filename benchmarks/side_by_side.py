@@ -21,11 +21,25 @@ from typing import Any
 
 import jax
 import ml_collections
-from absl import app
+from absl import app, flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 DEFAULT_TORCH_REFERENCE = str(REPO.parent / "shared" / "bench" / "torch_reference.py")
+
+# The flags both side-by-side scripts take.
+THREADS = flags.DEFINE_integer("threads", 2, "CPUs / threads for each side.")
+CPUS = flags.DEFINE_list(
+    "cpus", None, "CPU ids to pin both sides to (default: the first --threads allowed ones)."
+)
+TORCH_PYTHON = flags.DEFINE_string(
+    "torch_python", None, "Python interpreter that has torch, e.g. /tmp/torchvenv/bin/python."
+)
+TORCH_REFERENCE = flags.DEFINE_string(
+    "torch_reference",
+    DEFAULT_TORCH_REFERENCE,
+    "The PyTorch reference script (usage: torch_reference.py STAGE BATCH STEPS).",
+)
 
 # The reference script runs this many untimed iterations before timing; ours matches it.
 WARMUP = 2
