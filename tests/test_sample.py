@@ -15,9 +15,10 @@ from PIL import Image
 from stackgan_jax import evaluate, inference, sample
 from stackgan_jax.data import source as source_lib
 from stackgan_jax.data import synthetic_birds
-from stackgan_jax.metrics import attribute_classifier
+from stackgan_jax.metrics import attribute_classifier, fid, inception
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTORCH_FID_RANDOM = os.path.join(REPOSITORY, "tests", "fixtures", "pytorch_fid_random.pth")
 
 
 def run_cli(module, *flags):
@@ -116,6 +117,53 @@ def test_evaluate_writes_a_report_with_the_real_image_ceiling_and_fid(stage1_run
     assert all(0.0 <= v <= 1.0 for v in scores["stage1"].values())
     # Untrained 64-pixel birds are far from the real ones; the real statistics are cached.
     assert report["fid"]["stage"] == "stage1" and report["fid"]["fid"] > 10
-    assert pathlib.Path(workdir, "eval", "fid_reference_64px.npz").exists()
+    # Cached per network: the input convention and the weight file's digest name the file.
+    assert pathlib.Path(workdir, "eval", "fid_reference_64px_tf_7ff4a85c.npz").exists()
+    assert report["fid"]["input_convention"] == "tf"
     written = json.loads(pathlib.Path(workdir, "eval", "step_00000004.json").read_text())
     assert written["attributes"] == scores
+
+
+def test_evaluate_reads_pytorch_fids_file_for_fid_and_the_imagenet_score(stage1_run, monkeypatch):
+    _, workdir, _ = stage1_run
+    imagenet_probabilities = inception.imagenet_probabilities
+    calls = []
+
+    def recorded(network, images, **kwargs):
+        calls.append((network, images, imagenet_probabilities(network, images, **kwargs)))
+        return calls[-1][2]
+
+    monkeypatch.setattr(inception, "imagenet_probabilities", recorded)
+    with pytest.warns(UserWarning, match="not comparable"):  # random weights, not the release
+        report = evaluate.evaluate(
+            workdir,
+            ["fid", "is"],
+            num_samples=12,
+            batch_size=8,
+            seed=3,
+            fid_weights=PYTORCH_FID_RANDOM,
+            inception_checkpoint=PYTORCH_FID_RANDOM,
+        )
+    [(network, images, probabilities)] = calls
+    assert images.shape == (12, 64, 64, 3) and probabilities.shape == (12, 1008)
+
+    # FID: the .pth network in pytorch-fid's convention, against real statistics cached for it.
+    assert report["fid"]["input_convention"] == "pytorch-fid"
+    assert report["fid"]["weights"] == PYTORCH_FID_RANDOM
+    cache = evaluate.reference_statistics_path(workdir, 64, network)
+    assert cache.name.startswith("fid_reference_64px_pytorch-fid_")
+    mu, sigma = fid.feature_statistics(inception.fid_features(network, images))
+    expected = fid.frechet_distance(mu, sigma, *fid.load_statistics(cache))
+    assert report["fid"]["fid"] == pytest.approx(expected, rel=1e-6)
+
+    # IS: improved-gan's 1008-way softmax, 10 splits of the images shuffled with the seed.
+    scores = report["is"]
+    assert scores["classifier"] == "imagenet_1008" and scores["splits"] == 10
+    shuffled = probabilities[np.random.default_rng(3).permutation(12)]
+    splits = []
+    for i in range(10):
+        part = shuffled[i * 12 // 10 : (i + 1) * 12 // 10]
+        kl = part * (np.log(part) - np.log(part.mean(axis=0, keepdims=True)))
+        splits.append(np.exp(kl.sum(axis=1).mean()))
+    assert scores["stage1"] == pytest.approx({"mean": np.mean(splits), "std": np.std(splits)})
+    assert scores["stage1"]["mean"] > 1

