@@ -506,7 +506,8 @@ def _define_flags() -> None:
         "For --metrics=is: StackGAN's fine-tuned TF-slim Inception-v3 checkpoint, e.g."
         " inception_finetuned_models/birds_valid299/model.ckpt-5000 from the zip linked in the"
         " README of hanzhanggit/StackGAN-inception-model (CUB, Oxford-102), or pytorch-fid's"
-        f" {inception.PYTORCH_FID_FILE} for improved-gan's ImageNet score (COCO).",
+        f" {inception.PYTORCH_FID_FILE} for improved-gan's ImageNet score (COCO); a path ending"
+        " in .pth is read as the latter.",
     )
 
 

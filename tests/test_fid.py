@@ -102,8 +102,9 @@ def test_imagenet_logits_follow_improved_gan(pytorch_fid_golden):
     actual = inception.imagenet_logits(network, list(images.values()), batch_size=BATCH_SIZE)
     assert actual.shape == expected.shape == (7, inception.IMAGENET_CLASSES)
     assert expected.std(axis=1).min() > 0.5
-    # fid-helper's TF-1 resize (grid_sample) places its samples in float32; at 640 -> 299 that
-    # moves these 2048-term sums by up to 1.1e-3.
+    # fid-helper emulates TF-1's resize with affine_grid + grid_sample, whose float32 sample
+    # positions differ from the exact ones we use (float32 `j * in / out` fits it no better); at
+    # 640 -> 299 that moves these 2048-term sums by up to 1.1e-3.
     assert np.abs(actual - expected).max() <= 2e-3
     # improved-gan leaves the softmax bias out; with it the logits would be far off.
     bias = torch_pickle.load_state_dict(FIXTURES / "pytorch_fid_random.pth")["fc.bias"]
@@ -139,7 +140,7 @@ def test_pytorch_fid_loader_names_what_does_not_fit(network):
         match=r"missing Mixed_6b\.branch7x7dbl_3\.bn\.running_var; unexpected AuxLogits\.fc",
     ):
         inception.flax_params_from_pytorch_fid(broken, "broken.pth")
-    # Two branches swapped: every name is there, but a shape is not the network's.
+    # One kernel replaced by another branch's: every name is there, but a shape is wrong.
     swapped = dict(state)
     swapped["Mixed_5b.branch5x5_2.conv.weight"] = state["Mixed_5b.branch3x3dbl_2.conv.weight"]
     with pytest.raises(ValueError, match=r"mixed/tower/conv_1/kernel: shape \(3, 3, 64, 96\)"):

@@ -436,7 +436,7 @@ class InceptionV3FID(nn.Module):
         """Features of a preprocessed batch.
 
         Args:
-          x: float32[N, 299, 299, 3] in `INPUT_RANGE` (see `to_inception_input`).
+          x: float32[N, 299, 299, 3] in the weights' input convention (`to_inception_input`).
 
         Returns:
           float32[N, 2048] pool_3 features (non-negative).
@@ -652,7 +652,10 @@ def flax_params_from_torchscript(root: ScriptObject) -> tuple[Params, dict[str, 
 
 
 def check_params(params: Params, source: str, geometry: dict[str, tuple] | None = None) -> None:
-    """Checks converted weights against `InceptionV3FID`: every parameter and every layer.
+    """Checks converted weights against `InceptionV3FID`.
+
+    Every parameter's name and shape is checked, and, where the file records it (TorchScript),
+    every layer's stride, padding and pool kind.
 
     Args:
       params: from `flax_params_from_torchscript` or `flax_params_from_pytorch_fid`.
@@ -791,21 +794,28 @@ def flax_params_from_pytorch_fid(
         for name, value in state_dict.items()
         if not name.endswith(_UNUSED_TENSORS)
     }
-    wanted = [
-        f"{prefix}.{name}" for prefix in torchvision_conv_names() for name in _BASIC_CONV2D_TENSORS
-    ] + ["fc.weight"]
+    convs = torchvision_conv_names()
+    wanted = [f"{prefix}.{name}" for prefix in convs for name in _BASIC_CONV2D_TENSORS]
+    wanted.append("fc.weight")
     problems = [f"missing {name}" for name in wanted if name not in tensors]
-    problems += [f"unexpected {name}" for name in tensors if name not in set(wanted)]
-    logits_shape = (IMAGENET_CLASSES, FEATURE_DIM)
-    if "fc.weight" in tensors and tensors["fc.weight"].shape != logits_shape:
-        problems.append(f"fc.weight: shape {tensors['fc.weight'].shape} != {logits_shape}")
+    known = set(wanted)
+    problems += [f"unexpected {name}" for name in tensors if name not in known]
+    # Shapes the Flax parameters do not show (the rest `check_params` checks below).
+    expected, _ = model_layout()
+    shapes = {f"{prefix}.bn.weight": expected[f"{path}/beta"] for prefix, path in convs.items()}
+    shapes["fc.weight"] = (IMAGENET_CLASSES, FEATURE_DIM)
+    problems += [
+        f"{name}: shape {tensors[name].shape} != {shape}"
+        for name, shape in shapes.items()
+        if name in tensors and tensors[name].shape != shape
+    ]
     if problems:
         raise ValueError(
             f"{source} is not pytorch-fid's Inception state dict ({PYTORCH_FID_FILE}): "
             + "; ".join(problems)
         )
     params, scales = {}, {}
-    for prefix, path in torchvision_conv_names().items():
+    for prefix, path in convs.items():
         kernel, scales[path], beta, mean, var = (
             tensors[f"{prefix}.{name}"] for name in _BASIC_CONV2D_TENSORS
         )
@@ -817,8 +827,6 @@ def flax_params_from_pytorch_fid(
         }
     check_params({"params": flax.traverse_util.unflatten_dict(params, sep="/")}, source)
     for path, scale in scales.items():
-        if scale.shape != params[f"{path}/beta"].shape:
-            raise ValueError(f"{source}: {path} has a batch-norm scale of shape {scale.shape}")
         params[f"{path}/kernel"] = params[f"{path}/kernel"] * scale
         params[f"{path}/mean"] = params[f"{path}/mean"] * scale
     params = {"params": flax.traverse_util.unflatten_dict(params, sep="/")}
@@ -938,8 +946,8 @@ def load_fid_inception(weights_path: str | pathlib.Path | None = None) -> FidInc
     if not sha256.startswith(PYTORCH_FID_SHA256_PREFIX):
         warnings.warn(
             f"{path} has sha256 {sha256}, not pytorch-fid's {PYTORCH_FID_FILE} (sha256"
-            f" {PYTORCH_FID_SHA256_PREFIX}...); its FID values are not comparable to published"
-            " ones",
+            f" {PYTORCH_FID_SHA256_PREFIX}...); its FID and Inception Scores are not comparable"
+            " to published ones",
             stacklevel=2,
         )
     params, logits_kernel = flax_params_from_pytorch_fid(
