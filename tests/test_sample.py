@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -124,8 +125,11 @@ def test_evaluate_writes_a_report_with_the_real_image_ceiling_and_fid(stage1_run
     assert written["attributes"] == scores
 
 
-def test_evaluate_reads_pytorch_fids_file_for_fid_and_the_imagenet_score(stage1_run, monkeypatch):
-    _, workdir, _ = stage1_run
+def test_evaluate_reads_pytorch_fids_file_for_fid_and_the_imagenet_score(
+    stage1_run, tmp_path, monkeypatch
+):
+    # A copy: other tests read the shared run's eval/ scalars, which this report would overwrite.
+    workdir = str(shutil.copytree(stage1_run[1], tmp_path / "stage1"))
     imagenet_probabilities = inception.imagenet_probabilities
     calls = []
 
