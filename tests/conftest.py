@@ -18,6 +18,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from configs import stage1 as stage1_configs  # noqa: E402
@@ -74,3 +75,39 @@ def stage1_run(data_dir, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("stage1"))
     config = debug_config(1, data_dir, num_steps=4)
     return config, workdir, train.train_and_evaluate(config, workdir)
+
+
+def record_calls(monkeypatch, module, name):
+    """Wraps `module.name` so that each call's positional arguments and result are recorded.
+
+    Returns:
+      The list that receives `(*args, result)` per call.
+    """
+    original = getattr(module, name)
+    calls = []
+
+    def recorded(*args, **kwargs):
+        result = original(*args, **kwargs)
+        calls.append((*args, result))
+        return result
+
+    monkeypatch.setattr(module, name, recorded)
+    return calls
+
+
+def stackgan_inception_score(probabilities, seed, splits=10):
+    """StackGAN's `inception_score.py` formula, written out independently of our code.
+
+    The rows are shuffled with `seed`; then exp(mean KL(p(y|x) || p(y))) on each of `splits`
+    parts.
+
+    Returns:
+      {"mean", "std"} over the parts.
+    """
+    shuffled = probabilities[np.random.default_rng(seed).permutation(len(probabilities))]
+    scores = []
+    for i in range(splits):
+        part = shuffled[i * len(shuffled) // splits : (i + 1) * len(shuffled) // splits]
+        kl = part * (np.log(part) - np.log(part.mean(axis=0, keepdims=True)))
+        scores.append(np.exp(kl.sum(axis=1).mean()))
+    return {"mean": np.mean(scores), "std": np.std(scores)}

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 from absl import app
+from conftest import record_calls, stackgan_inception_score
 from PIL import Image
 
 from stackgan_jax import evaluate, inference, sample
@@ -130,14 +131,7 @@ def test_evaluate_reads_pytorch_fids_file_for_fid_and_the_imagenet_score(
 ):
     # A copy: other tests read the shared run's eval/ scalars, which this report would overwrite.
     workdir = str(shutil.copytree(stage1_run[1], tmp_path / "stage1"))
-    imagenet_probabilities = inception.imagenet_probabilities
-    calls = []
-
-    def recorded(network, images, **kwargs):
-        calls.append((network, images, imagenet_probabilities(network, images, **kwargs)))
-        return calls[-1][2]
-
-    monkeypatch.setattr(inception, "imagenet_probabilities", recorded)
+    calls = record_calls(monkeypatch, inception, "imagenet_probabilities")
     with pytest.warns(UserWarning, match="not comparable"):  # random weights, not the release
         report = evaluate.evaluate(
             workdir,
@@ -163,11 +157,5 @@ def test_evaluate_reads_pytorch_fids_file_for_fid_and_the_imagenet_score(
     # IS: improved-gan's 1008-way softmax, 10 splits of the images shuffled with the seed.
     scores = report["is"]
     assert scores["classifier"] == "imagenet_1008" and scores["splits"] == 10
-    shuffled = probabilities[np.random.default_rng(3).permutation(12)]
-    splits = []
-    for i in range(10):
-        part = shuffled[i * 12 // 10 : (i + 1) * 12 // 10]
-        kl = part * (np.log(part) - np.log(part.mean(axis=0, keepdims=True)))
-        splits.append(np.exp(kl.sum(axis=1).mean()))
-    assert scores["stage1"] == pytest.approx({"mean": np.mean(splits), "std": np.std(splits)})
+    assert scores["stage1"] == pytest.approx(stackgan_inception_score(probabilities, seed=3))
     assert scores["stage1"]["mean"] > 1
