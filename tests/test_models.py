@@ -205,8 +205,7 @@ def straightforward_conv(x, kernel, stride, padding):
 
 
 # (batch, height, width, cin, cout, kernel, stride, padding): the references' 3×3 / pad 1, 4×4
-# stride 2 / pad 1 (odd size too), 1×1, and D's final 4×4 stride 4, with enough output channels
-# for the per-tap products; and a 3-channel image layer, which keeps XLA's kernel gradient.
+# stride 2 / pad 1 (odd size too), 1×1, D's final 4×4 stride 4, and a 3-channel image layer.
 @pytest.mark.parametrize(
     "shape",
     [
@@ -223,7 +222,9 @@ def test_conv_with_matmul_kernel_gradient_equals_xla_convolution(shape):
     kx, kk, kg = jax.random.split(jax.random.key(sum(shape)), 3)
     x = jax.random.normal(kx, (batch, height, width, cin))
     kernel = jax.random.normal(kk, (size, size, cin, cout))
-    out = layers.conv2d(x, kernel, stride, padding)
+    # The per-tap path itself, whatever `conv2d` would dispatch to for this width.
+    per_tap = layers._conv_matmul_kernel_grad
+    out = per_tap(x, kernel, stride, padding)
     np.testing.assert_array_equal(out, straightforward_conv(x, kernel, stride, padding))
     upstream = jax.random.normal(kg, out.shape)
 
@@ -231,8 +232,23 @@ def test_conv_with_matmul_kernel_gradient_equals_xla_convolution(shape):
         loss = lambda a, k: jnp.sum(fn(a, k, stride, padding) * upstream)  # noqa: E731
         return jax.grad(loss, argnums=(0, 1))(x, kernel)
 
-    for got, want in zip(grads(layers.conv2d), grads(straightforward_conv), strict=True):
+    for got, want in zip(grads(per_tap), grads(straightforward_conv), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_conv2d_uses_the_per_tap_kernel_gradient_from_enough_output_channels():
+    x = jnp.zeros((1, 4, 4, 2))
+    widths = layers.MATMUL_KERNEL_GRAD_MIN_FEATURES, layers.MATMUL_KERNEL_GRAD_MIN_FEATURES - 1
+    primitives = [
+        [
+            equation.primitive.name
+            for equation in jax.make_jaxpr(layers.conv2d, static_argnums=(2, 3))(
+                x, jnp.zeros((3, 3, 2, cout)), 1, 1
+            ).eqns
+        ]
+        for cout in widths
+    ]
+    assert primitives == [["custom_vjp_call"], ["conv_general_dilated"]]
 
 
 @pytest.mark.parametrize("arch", ["tf", "pytorch"])
