@@ -66,3 +66,52 @@ def test_kl_of_standard_normal_is_zero_and_grows_with_mean():
     assert float(losses.kl_loss(zero, zero)) == 0.0
     # KL(N(1, 1) ‖ N(0, 1)) = ½ per dimension.
     assert float(losses.kl_loss(np.ones((3, 4), np.float32), zero)) == pytest.approx(0.5)
+
+
+# --- Opt-in losses (DF-GAN) ------------------------------------------------------------------
+
+
+def np_hinge(logits, real):
+    x = np.asarray(logits, np.float64)
+    return float(np.mean(np.maximum(0.0, 1.0 - x) if real else np.maximum(0.0, 1.0 + x)))
+
+
+def test_hinge_discriminator_loss_by_hand():
+    loss = losses.discriminator_loss(REAL, WRONG, FAKE, kind="hinge")
+    # DF-GAN: relu(1 − real) + ½(relu(1 + fake) + relu(1 + mismatched)).
+    want = np_hinge(REAL, True) + 0.5 * (np_hinge(WRONG, False) + np_hinge(FAKE, False))
+    assert float(loss.total) == pytest.approx(want, 1e-6)
+    # Written out for the first terms: relu(1 − [2, −1, 0.5, 3]) = [0, 2, 0.5, 0].
+    assert float(loss.real) == pytest.approx(2.5 / 4, 1e-6)
+    with_u = losses.discriminator_loss(REAL, WRONG, FAKE, REAL_U, FAKE_U, kind="hinge")
+    want_u = (
+        0.5 * (np_hinge(REAL, True) + np_hinge(REAL_U, True))
+        + (np_hinge(FAKE, False) + np_hinge(WRONG, False) + np_hinge(FAKE_U, False)) / 3
+    )
+    assert float(with_u.total) == pytest.approx(want_u, 1e-6)
+
+
+def test_hinge_generator_loss_is_minus_the_mean_logit():
+    got = losses.generator_adversarial_loss(FAKE, kind="hinge")
+    assert float(got) == pytest.approx(-np.mean(FAKE.astype(np.float64)), 1e-6)
+    both = losses.generator_adversarial_loss(FAKE, FAKE_U, kind="hinge")
+    assert float(both) == pytest.approx(-np.mean(FAKE) - np.mean(FAKE_U), 1e-6)
+
+
+def test_unknown_gan_loss_is_refused():
+    with pytest.raises(ValueError, match="gan_loss must be one of"):
+        losses.check_gan_loss("wasserstein")
+
+
+def test_matching_aware_penalty_is_dfgans_formula():
+    rng = np.random.default_rng(1)
+    image_grads = rng.normal(scale=0.1, size=(3, 4, 4, 3)).astype(np.float32)
+    text_grads = rng.normal(scale=0.1, size=(3, 7)).astype(np.float32)
+    # DF-GAN's MA_GP: per example, the L2 norm over both gradients together; 2 · mean(norm⁶).
+    norms = [
+        np.sqrt(np.sum(image_grads[i].astype(np.float64) ** 2) + np.sum(text_grads[i] ** 2.0))
+        for i in range(3)
+    ]
+    want = 2.0 * np.mean(np.array(norms) ** 6)
+    got = losses.matching_aware_penalty(image_grads, text_grads, weight=2.0)
+    assert float(got) == pytest.approx(want, rel=1e-5)
