@@ -32,7 +32,12 @@ def stage1_generator(config: Any) -> nn.Module:
     """The Stage-I generator: (embedding, z, ε, train) → (64×64 image, μ, log σ²)."""
     _check_arch(config.arch)
     cls = Stage1GeneratorTF if config.arch == "tf" else Stage1GeneratorPyTorch
-    return cls(config.gf_dim, config.condition_dim, jnp.dtype(config.dtype))
+    return cls(
+        config.gf_dim,
+        config.condition_dim,
+        jnp.dtype(config.dtype),
+        text_modulation=config.get("g_text_modulation", False),
+    )
 
 
 def stage2_generator(config: Any) -> nn.Module:
@@ -44,6 +49,7 @@ def stage2_generator(config: Any) -> nn.Module:
         config.num_residual,
         config.arch,
         jnp.dtype(config.dtype),
+        residual=config.get("stage2_residual", False),
     )
 
 
@@ -53,10 +59,17 @@ def generator(config: Any, stage: int) -> nn.Module:
 
 
 def discriminator(config: Any, stage: int) -> Discriminator:
-    """The discriminator of `stage` (1 or 2) for `config.arch`."""
+    """The discriminator of `stage` (1 or 2) for `config.arch`, `d_projection`, `d_batch_norm`."""
     _check_arch(config.arch)
     build = stage1_discriminator if stage == 1 else stage2_discriminator
-    return build(config.arch, config.df_dim, config.condition_dim, jnp.dtype(config.dtype))
+    return build(
+        config.arch,
+        config.df_dim,
+        config.condition_dim,
+        jnp.dtype(config.dtype),
+        projection=config.get("d_projection", False),
+        norm=config.get("d_batch_norm", True),
+    )
 
 
 def discriminator_condition_dim(config: Any) -> int:

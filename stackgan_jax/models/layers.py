@@ -311,7 +311,12 @@ class ConvBlock(nn.Module):
 
 
 class UpBlock(nn.Module):
-    """Upsample ×2 + 3×3 conv, BatchNorm, optional activation (the references' up-block)."""
+    """Upsample ×2 + 3×3 conv, BatchNorm, optional activation (the references' up-block).
+
+    Given a `condition`, the normalised features are modulated by it before the activation,
+    x ↦ x · (1 + γ(c)) + β(c) with γ, β linear maps initialised to zero (conditional
+    BatchNorm, de Vries et al. 2017; opt-in `config.model.g_text_modulation`, not in StackGAN).
+    """
 
     features: int
     kernel_init: Initializer
@@ -319,12 +324,24 @@ class UpBlock(nn.Module):
     dtype: DType = jnp.float32
 
     @nn.compact
-    def __call__(self, x: Array, train: bool) -> Array:
+    def __call__(self, x: Array, train: bool, condition: Array | None = None) -> Array:
         x = UpsampleConv(self.features, self.kernel_init, self.dtype, name="conv")(x)
         x = batch_norm(self.dtype, name="bn")(x, use_running_average=not train)
+        if condition is not None:
+            x = modulate(x, condition, self.dtype)
         if self.activation is not None:
             x = self.activation(x)
         return x
+
+
+def modulate(x: Array, condition: Array, dtype: DType) -> Array:
+    """Modulates x per channel: x · (1 + γ(c)) + β(c), γ and β zero-initialised linear maps."""
+    dense = functools.partial(
+        nn.Dense, x.shape[-1], kernel_init=nn.initializers.zeros_init(), dtype=dtype
+    )
+    gamma = dense(name="gamma")(condition)[:, None, None, :]
+    beta = dense(name="beta")(condition)[:, None, None, :]
+    return x * (1 + gamma) + beta
 
 
 def down_block(
@@ -340,17 +357,18 @@ class BottleneckResidual(nn.Module):
     """The `tf` reference's residual unit: 1×1 → C/4, 3×3 → C/4, 3×3 → C, BN after each.
 
     Activations inside the branch and after the sum are ReLU in the generator and LeakyReLU in
-    the discriminator.
+    the discriminator. `norm=False` leaves out the BatchNorms (an opt-in for D).
     """
 
     kernel_init: Initializer
     activation: Callable[[Array], Array]
     dtype: DType = jnp.float32
+    norm: bool = True
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
         channels = x.shape[-1]
-        block = dict(kernel_init=self.kernel_init, dtype=self.dtype)
+        block = dict(kernel_init=self.kernel_init, dtype=self.dtype, norm=self.norm)
         h = ConvBlock(channels // 4, 1, activation=self.activation, name="conv1", **block)(x, train)
         h = ConvBlock(
             channels // 4, 3, padding=1, activation=self.activation, name="conv2", **block

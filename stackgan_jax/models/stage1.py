@@ -39,6 +39,7 @@ class Stage1GeneratorTF(nn.Module):
     gf_dim: int
     condition_dim: int
     dtype: DType = jnp.float32
+    text_modulation: bool = False
 
     @nn.compact
     def __call__(
@@ -48,15 +49,19 @@ class Stage1GeneratorTF(nn.Module):
         condition, mu, logvar = ConditioningAugmentation(self.condition_dim, "tf", dt, name="ca")(
             embedding, ca_noise
         )
+        # Opt-in: the condition also modulates every up-block (`UpBlock`).
+        modulation = condition if self.text_modulation else None
         h = jnp.concatenate([condition, z.astype(condition.dtype)], axis=-1)
         h = nn.Dense(4 * 4 * 8 * self.gf_dim, kernel_init=DENSE_INIT, dtype=dt, name="fc")(h)
         h = batch_norm(dt, name="fc_bn")(h, use_running_average=not train)
         h = h.reshape(h.shape[0], 4, 4, 8 * self.gf_dim)
         h = BottleneckResidual(init, nn.relu, dt, name="res4")(h, train)
-        h = UpBlock(4 * self.gf_dim, init, activation=None, dtype=dt, name="up8")(h, train)
+        h = UpBlock(4 * self.gf_dim, init, activation=None, dtype=dt, name="up8")(
+            h, train, modulation
+        )
         h = BottleneckResidual(init, nn.relu, dt, name="res8")(h, train)
-        h = UpBlock(2 * self.gf_dim, init, dtype=dt, name="up16")(h, train)
-        h = UpBlock(self.gf_dim, init, dtype=dt, name="up32")(h, train)
+        h = UpBlock(2 * self.gf_dim, init, dtype=dt, name="up16")(h, train, modulation)
+        h = UpBlock(self.gf_dim, init, dtype=dt, name="up32")(h, train, modulation)
         h = UpsampleConv(3, init, dt, name="to_image")(h)
         return jnp.tanh(h), mu, logvar
 
@@ -76,6 +81,7 @@ class Stage1GeneratorPyTorch(nn.Module):
     gf_dim: int
     condition_dim: int
     dtype: DType = jnp.float32
+    text_modulation: bool = False
 
     @nn.compact
     def __call__(
@@ -85,6 +91,7 @@ class Stage1GeneratorPyTorch(nn.Module):
         condition, mu, logvar = ConditioningAugmentation(
             self.condition_dim, "pytorch", dt, name="ca"
         )(embedding, ca_noise)
+        modulation = condition if self.text_modulation else None
         h = jnp.concatenate([z.astype(condition.dtype), condition], axis=-1)
         h = nn.Dense(16 * ngf, use_bias=False, kernel_init=DENSE_INIT, dtype=dt, name="fc")(h)
         h = nn.relu(batch_norm(dt, name="fc_bn")(h, use_running_average=not train))
@@ -92,7 +99,7 @@ class Stage1GeneratorPyTorch(nn.Module):
         # weights loadable as they are.
         h = h.reshape(h.shape[0], ngf, 4, 4).transpose(0, 2, 3, 1)
         for i, features in enumerate((ngf // 2, ngf // 4, ngf // 8, ngf // 16)):
-            h = UpBlock(features, init, dtype=dt, name=f"up{8 << i}")(h, train)
+            h = UpBlock(features, init, dtype=dt, name=f"up{8 << i}")(h, train, modulation)
         h = ConvBlock(3, 3, init, padding=1, norm=False, dtype=dt, name="to_image")(h, train)
         return jnp.tanh(h), mu, logvar
 
@@ -101,20 +108,24 @@ class Stage1EncoderTF(nn.Module):
     """`tf` Stage-I D image encoder (spec §4.1): 64×64×3 → 4×4×8df.
 
     Convs 3 and 4 have BN and no activation, exactly as the reference code is written.
+    `norm=False` (opt-in, `config.model.d_batch_norm`) leaves out every BatchNorm.
     """
 
     df_dim: int
     dtype: DType = jnp.float32
+    norm: bool = True
 
     @nn.compact
     def __call__(self, images: Array, train: bool) -> Array:
         init, dt, df = conv_init("tf"), self.dtype, self.df_dim
         down = dict(kernel_init=init, strides=2, padding=1, dtype=dt)
         h = ConvBlock(df, 4, norm=False, activation=leaky_relu, name="down1", **down)(images, train)
-        h = ConvBlock(2 * df, 4, activation=leaky_relu, name="down2", **down)(h, train)
-        h = ConvBlock(4 * df, 4, name="down3", **down)(h, train)
-        h = ConvBlock(8 * df, 4, name="down4", **down)(h, train)
-        return BottleneckResidual(init, leaky_relu, dt, name="res")(h, train)
+        h = ConvBlock(2 * df, 4, norm=self.norm, activation=leaky_relu, name="down2", **down)(
+            h, train
+        )
+        h = ConvBlock(4 * df, 4, norm=self.norm, name="down3", **down)(h, train)
+        h = ConvBlock(8 * df, 4, norm=self.norm, name="down4", **down)(h, train)
+        return BottleneckResidual(init, leaky_relu, dt, self.norm, name="res")(h, train)
 
 
 class Stage1EncoderPyTorch(nn.Module):
@@ -122,12 +133,14 @@ class Stage1EncoderPyTorch(nn.Module):
 
     df_dim: int
     dtype: DType = jnp.float32
+    norm: bool = True
 
     @nn.compact
     def __call__(self, images: Array, train: bool) -> Array:
         init, dt, h = conv_init("pytorch"), self.dtype, images
         for i, mult in enumerate((1, 2, 4, 8)):
-            h = down_block(mult * self.df_dim, init, i > 0, dt, name=f"down{i + 1}")(h, train)
+            norm = i > 0 and self.norm
+            h = down_block(mult * self.df_dim, init, norm, dt, name=f"down{i + 1}")(h, train)
         return h
 
 
@@ -137,6 +150,7 @@ class ConditionalHeadTF(nn.Module):
     df_dim: int
     condition_dim: int
     dtype: DType = jnp.float32
+    norm: bool = True
 
     @nn.compact
     def __call__(self, features: Array, embedding: Array, train: bool) -> Array:
@@ -145,9 +159,15 @@ class ConditionalHeadTF(nn.Module):
             embedding
         )
         h = jnp.concatenate([features, tile_condition(leaky_relu(text), 4).astype(dt)], axis=-1)
-        h = ConvBlock(8 * self.df_dim, 1, init, activation=leaky_relu, dtype=dt, name="joint")(
-            h, train
-        )
+        h = ConvBlock(
+            8 * self.df_dim,
+            1,
+            init,
+            norm=self.norm,
+            activation=leaky_relu,
+            dtype=dt,
+            name="joint",
+        )(h, train)
         return LogitConv(init, use_bias=False, dtype=dt, name="logit")(h)
 
 
@@ -156,15 +176,43 @@ class ConditionalHeadPyTorch(nn.Module):
 
     df_dim: int
     dtype: DType = jnp.float32
+    norm: bool = True
 
     @nn.compact
     def __call__(self, features: Array, mu: Array, train: bool) -> Array:
         init, dt = conv_init("pytorch"), self.dtype
         h = jnp.concatenate([features, tile_condition(mu, 4).astype(dt)], axis=-1)
         h = ConvBlock(
-            8 * self.df_dim, 3, init, padding=1, activation=leaky_relu, dtype=dt, name="joint"
+            8 * self.df_dim,
+            3,
+            init,
+            padding=1,
+            norm=self.norm,
+            activation=leaky_relu,
+            dtype=dt,
+            name="joint",
         )(h, train)
         return LogitConv(init, use_bias=True, dtype=dt, name="logit")(h)
+
+
+class Projection(nn.Module):
+    """The projection discriminator's text term (Miyato & Koyama, ICLR 2018): ⟨φ̄, W·c⟩.
+
+    φ̄ is D's image features averaged over the 4×4 positions and c its condition; W is a
+    bias-free linear map. Added to the conditional logit, it scores how well the image's
+    features agree with the text in a form whose gradient tells G directly which features the
+    text asks for. Opt-in (`config.model.d_projection`); not part of StackGAN.
+    """
+
+    dtype: DType = jnp.float32
+
+    @nn.compact
+    def __call__(self, features: Array, condition: Array) -> Array:
+        pooled = jnp.mean(features.astype(jnp.float32), axis=(1, 2))
+        text = nn.Dense(
+            features.shape[-1], use_bias=False, kernel_init=DENSE_INIT, dtype=self.dtype, name="fc"
+        )(condition)
+        return jnp.sum(pooled * text.astype(jnp.float32), axis=-1)
 
 
 class Discriminator(nn.Module):
@@ -176,12 +224,14 @@ class Discriminator(nn.Module):
     (for initialisation and for simple use).
 
     The condition is the raw text embedding for `tf` (D has its own text FC) and Conditioning
-    Augmentation's μ for `pytorch`.
+    Augmentation's μ for `pytorch`. An optional `projection` term is added to the conditional
+    logits.
     """
 
     encoder: nn.Module
     conditional_head: nn.Module
     unconditional_head: nn.Module | None = None
+    projection: nn.Module | None = None
 
     def encode(self, images: Array, train: bool = True) -> Array:
         """Image → [B, 4, 4, 8df] features."""
@@ -189,7 +239,10 @@ class Discriminator(nn.Module):
 
     def conditional_logits(self, features: Array, condition: Array, train: bool = True) -> Array:
         """Features and condition → [B] logits of "real and matching the text"."""
-        return self.conditional_head(features, condition, train)
+        logits = self.conditional_head(features, condition, train)
+        if self.projection is not None:
+            logits = logits + self.projection(features, condition)
+        return logits
 
     def unconditional_logits(self, features: Array) -> Array:
         """Features → [B] logits of "real" (Stage-II `pytorch` only)."""
@@ -206,10 +259,27 @@ class Discriminator(nn.Module):
         return self.conditional_logits(features, condition, train), unconditional
 
 
-def stage1_discriminator(arch: str, df_dim: int, condition_dim: int, dtype: DType) -> Discriminator:
-    """The Stage-I discriminator of `arch` (spec §4.1 / §4.2)."""
+def stage1_discriminator(
+    arch: str,
+    df_dim: int,
+    condition_dim: int,
+    dtype: DType,
+    projection: bool = False,
+    norm: bool = True,
+) -> Discriminator:
+    """The Stage-I discriminator of `arch` (spec §4.1 / §4.2).
+
+    Opt-in: `projection` adds the `Projection` term; `norm=False` removes its BatchNorms.
+    """
+    extra = Projection(dtype) if projection else None
     if arch == "tf":
         return Discriminator(
-            Stage1EncoderTF(df_dim, dtype), ConditionalHeadTF(df_dim, condition_dim, dtype)
+            Stage1EncoderTF(df_dim, dtype, norm),
+            ConditionalHeadTF(df_dim, condition_dim, dtype, norm),
+            projection=extra,
         )
-    return Discriminator(Stage1EncoderPyTorch(df_dim, dtype), ConditionalHeadPyTorch(df_dim, dtype))
+    return Discriminator(
+        Stage1EncoderPyTorch(df_dim, dtype, norm),
+        ConditionalHeadPyTorch(df_dim, dtype, norm),
+        projection=extra,
+    )

@@ -5,6 +5,7 @@ Stage-I generator that makes that image is a separate network with its own varia
 """
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from stackgan_jax.models.ca import ConditioningAugmentation
@@ -21,7 +22,15 @@ from stackgan_jax.models.layers import (
     leaky_relu,
     tile_condition,
 )
-from stackgan_jax.models.stage1 import ConditionalHeadPyTorch, ConditionalHeadTF, Discriminator
+from stackgan_jax.models.stage1 import (
+    ConditionalHeadPyTorch,
+    ConditionalHeadTF,
+    Discriminator,
+    Projection,
+)
+
+# Stage-I pixels are scaled by this before atanh in the residual form of the Stage-II generator.
+RESIDUAL_RANGE = 0.99
 
 
 class Stage2Generator(nn.Module):
@@ -40,6 +49,12 @@ class Stage2Generator(nn.Module):
     | 3×3 conv → 3, tanh                            | 256×256×3       |
 
     `arch` selects the CA form and the weight init. Returns (image, μ, log σ²).
+
+    `residual=True` (opt-in, `config.model.stage2_residual`; not in StackGAN) makes the last
+    layer a correction of the Stage-I image: image = tanh(h + atanh(0.99 · up(stage1))), where h
+    is the 3×3 conv's output and up() bilinear ×4 upsampling. At initialisation (h ≈ 0) Stage-II
+    starts from the enlarged Stage-I image instead of from noise, so the text-matched colours
+    and shapes of Stage-I carry over from the first step and training only has to add detail.
     """
 
     gf_dim: int
@@ -47,6 +62,7 @@ class Stage2Generator(nn.Module):
     num_residual: int
     arch: str
     dtype: DType = jnp.float32
+    residual: bool = False
 
     @nn.compact
     def __call__(
@@ -73,24 +89,38 @@ class Stage2Generator(nn.Module):
         for i, features in enumerate((2 * gf, gf, gf // 2, gf // 4)):
             h = UpBlock(features, init, dtype=dt, name=f"up{32 << i}")(h, train)
         h = ConvBlock(3, 3, padding=1, norm=False, name="to_image", **conv)(h, train)
+        if self.residual:
+            size = h.shape[1]
+            base = jax.image.resize(
+                stage1_image.astype(jnp.float32),
+                (stage1_image.shape[0], size, size, 3),
+                "bilinear",
+            )
+            # 0.99 keeps atanh finite for saturated Stage-I pixels (|atanh| ≤ 2.65).
+            h = h + jnp.arctanh(RESIDUAL_RANGE * jnp.clip(base, -1.0, 1.0)).astype(h.dtype)
         return jnp.tanh(h), mu, logvar
 
 
 class Stage2EncoderTF(nn.Module):
-    """`tf` Stage-II D image encoder (spec §6.1): 256×256×3 → 4×4×8df."""
+    """`tf` Stage-II D image encoder (spec §6.1): 256×256×3 → 4×4×8df.
+
+    `norm=False` (opt-in, `config.model.d_batch_norm`) leaves out every BatchNorm.
+    """
 
     df_dim: int
     dtype: DType = jnp.float32
+    norm: bool = True
 
     @nn.compact
     def __call__(self, images: Array, train: bool) -> Array:
         init, dt, df = conv_init("tf"), self.dtype, self.df_dim
         h = images
         for i in range(6):
-            h = down_block(df << i, init, i > 0, dt, name=f"down{i + 1}")(h, train)
-        h = ConvBlock(16 * df, 1, init, activation=leaky_relu, dtype=dt, name="reduce1")(h, train)
-        h = ConvBlock(8 * df, 1, init, dtype=dt, name="reduce2")(h, train)
-        return BottleneckResidual(init, leaky_relu, dt, name="res")(h, train)
+            h = down_block(df << i, init, i > 0 and self.norm, dt, name=f"down{i + 1}")(h, train)
+        reduce = dict(kernel_init=init, norm=self.norm, dtype=dt)
+        h = ConvBlock(16 * df, 1, activation=leaky_relu, name="reduce1", **reduce)(h, train)
+        h = ConvBlock(8 * df, 1, name="reduce2", **reduce)(h, train)
+        return BottleneckResidual(init, leaky_relu, dt, self.norm, name="res")(h, train)
 
 
 class Stage2EncoderPyTorch(nn.Module):
@@ -98,14 +128,15 @@ class Stage2EncoderPyTorch(nn.Module):
 
     df_dim: int
     dtype: DType = jnp.float32
+    norm: bool = True
 
     @nn.compact
     def __call__(self, images: Array, train: bool) -> Array:
         init, dt, df = conv_init("pytorch"), self.dtype, self.df_dim
         h = images
         for i in range(6):
-            h = down_block(df << i, init, i > 0, dt, name=f"down{i + 1}")(h, train)
-        reduce = dict(kernel_init=init, padding=1, activation=leaky_relu, dtype=dt)
+            h = down_block(df << i, init, i > 0 and self.norm, dt, name=f"down{i + 1}")(h, train)
+        reduce = dict(kernel_init=init, padding=1, norm=self.norm, activation=leaky_relu, dtype=dt)
         h = ConvBlock(16 * df, 3, name="reduce1", **reduce)(h, train)
         return ConvBlock(8 * df, 3, name="reduce2", **reduce)(h, train)
 
@@ -122,14 +153,28 @@ class UnconditionalHead(nn.Module):
         )
 
 
-def stage2_discriminator(arch: str, df_dim: int, condition_dim: int, dtype: DType) -> Discriminator:
-    """The Stage-II discriminator of `arch` (spec §6.1 / §6.2)."""
+def stage2_discriminator(
+    arch: str,
+    df_dim: int,
+    condition_dim: int,
+    dtype: DType,
+    projection: bool = False,
+    norm: bool = True,
+) -> Discriminator:
+    """The Stage-II discriminator of `arch` (spec §6.1 / §6.2).
+
+    Opt-in: `projection` adds the `Projection` term; `norm=False` removes its BatchNorms.
+    """
+    extra = Projection(dtype) if projection else None
     if arch == "tf":
         return Discriminator(
-            Stage2EncoderTF(df_dim, dtype), ConditionalHeadTF(df_dim, condition_dim, dtype)
+            Stage2EncoderTF(df_dim, dtype, norm),
+            ConditionalHeadTF(df_dim, condition_dim, dtype, norm),
+            projection=extra,
         )
     return Discriminator(
-        Stage2EncoderPyTorch(df_dim, dtype),
-        ConditionalHeadPyTorch(df_dim, dtype),
+        Stage2EncoderPyTorch(df_dim, dtype, norm),
+        ConditionalHeadPyTorch(df_dim, dtype, norm),
         UnconditionalHead(dtype),
+        projection=extra,
     )
