@@ -1,8 +1,10 @@
 """Orbax checkpoints: save, resume, and the frozen Stage-I generator for Stage-II.
 
 A checkpoint holds the items `generator`, `discriminator` (params, batch_stats, opt_state),
-`stage1_generator` (Stage-II only: the frozen Stage-I params and batch_stats) and `meta` (JSON:
-the config, architecture, text encoder, dataset, versions, commit). A workdir therefore suffices
+`stage1_generator` (Stage-II only: the frozen Stage-I params and batch_stats), `generator_ema`
+(only with `config.train.ema_decay` > 0: the moving average's params and batch_stats) and `meta`
+(JSON: the config, architecture, text encoder, dataset, embedding normalisation, versions,
+commit). A workdir therefore suffices
 to resume, sample or evaluate. Arrays are restored onto whatever mesh is current, so a checkpoint
 saved on 8 devices restores on 1.
 """
@@ -23,6 +25,7 @@ from stackgan_jax.state import GANState
 GENERATOR = "generator"
 DISCRIMINATOR = "discriminator"
 STAGE1_GENERATOR = "stage1_generator"
+GENERATOR_EMA = "generator_ema"
 META = "meta"
 # Meta field of a checkpoint converted from released weights (`stackgan_jax.pretrained`): it holds
 # generators only, so it can be sampled and evaluated but not resumed.
@@ -40,6 +43,7 @@ RESUME_FIELDS = (
     "model.df_dim",
     "model.num_residual",
     "model.text_scale",
+    "embedding_norm",
     "dataset",
     "text_encoder.name",
     "text_encoder.dim",
@@ -53,6 +57,7 @@ STAGE1_FIELDS = (
     "model.condition_dim",
     "model.gf_dim",
     "model.text_scale",
+    "embedding_norm",
     "text_encoder.name",
     "text_encoder.dim",
 )
@@ -90,6 +95,7 @@ def make_manager(workdir: str, keep: int = 3, read_only: bool = False) -> ocp.Ch
         GENERATOR: ocp.PyTreeCheckpointHandler(),
         DISCRIMINATOR: ocp.PyTreeCheckpointHandler(),
         STAGE1_GENERATOR: ocp.PyTreeCheckpointHandler(),
+        GENERATOR_EMA: ocp.PyTreeCheckpointHandler(),
         META: ocp.JsonCheckpointHandler(),
     }
     return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_handlers=handlers)
@@ -214,6 +220,8 @@ def save(manager: ocp.CheckpointManager, state: GANState, meta: dict[str, Any]) 
     }
     if state.stage1_generator is not None:
         items[STAGE1_GENERATOR] = ocp.args.PyTreeSave(state.stage1_generator)
+    if state.generator_ema is not None:
+        items[GENERATOR_EMA] = ocp.args.PyTreeSave(state.generator_ema)
     manager.save(int(jax.device_get(state.step)), args=ocp.args.Composite(**items), force=True)
 
 
@@ -258,14 +266,34 @@ def restore(
     }
     if abstract_state.stage1_generator is not None:
         items[STAGE1_GENERATOR] = _restore_args(abstract_state.stage1_generator)
+    if abstract_state.generator_ema is not None:
+        if not has_item(manager, step, GENERATOR_EMA):
+            raise CheckpointMismatchError(
+                f"{what} has no generator moving average, which this config keeps "
+                "(train.ema_decay > 0): resume with the run's own ema_decay, or start a new "
+                "workdir."
+            )
+        check_shapes(stored[GENERATOR_EMA].tree, abstract_state.generator_ema, what)
+        items[GENERATOR_EMA] = _restore_args(abstract_state.generator_ema)
     restored = manager.restore(step, args=ocp.args.Composite(**items))
     state = abstract_state.replace(
         step=jax.numpy.asarray(step, jax.numpy.int32),
         generator=restored[GENERATOR],
         discriminator=restored[DISCRIMINATOR],
         stage1_generator=restored[STAGE1_GENERATOR] if STAGE1_GENERATOR in items else None,
+        generator_ema=restored[GENERATOR_EMA] if GENERATOR_EMA in items else None,
     )
     return state, stored_meta
+
+
+def has_item(manager: ocp.CheckpointManager, step: int, item: str) -> bool:
+    """Whether the checkpoint at `step` holds `item` (e.g. GENERATOR_EMA)."""
+    return (manager.directory / str(step) / item).exists()
+
+
+def generator_item(manager: ocp.CheckpointManager, step: int) -> str:
+    """The item of the generator to sample from: GENERATOR_EMA where the checkpoint has it."""
+    return GENERATOR_EMA if has_item(manager, step, GENERATOR_EMA) else GENERATOR
 
 
 def restore_variables(
@@ -325,7 +353,13 @@ def restore_stage1_generator(
     if stored_meta.get("stage") != 1:
         raise CheckpointMismatchError(f"{what} is a Stage-{stored_meta.get('stage')} checkpoint.")
     check_meta(stored_meta, expected_meta, STAGE1_FIELDS, what)
-    check_shapes(_variables(manager.item_metadata(step)[GENERATOR].tree), abstract_variables, what)
-    variables = restore_variables(manager, step, GENERATOR, abstract_variables)
-    logging.info("Loaded the frozen Stage-I generator from %s (step %d).", directory, step)
+    item = generator_item(manager, step)
+    check_shapes(_variables(manager.item_metadata(step)[item].tree), abstract_variables, what)
+    variables = restore_variables(manager, step, item, abstract_variables)
+    logging.info(
+        "Loaded the frozen Stage-I generator from %s (step %d%s).",
+        directory,
+        step,
+        ", its moving average" if item == GENERATOR_EMA else "",
+    )
     return variables, step

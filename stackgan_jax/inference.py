@@ -1,8 +1,10 @@
 """A trained generator from a workdir: what sampling and evaluation run on.
 
 A checkpoint's `meta` holds the config it was trained with, so a workdir alone says which
-networks to build and which text encoder made their conditioning. Only the generators are read
-(Orbax partial restore): no discriminator, no optimiser state.
+networks to build, which text encoder made their conditioning and how the embeddings were
+normalised. Only the generators are read (Orbax partial restore): no discriminator, no optimiser
+state. Where a checkpoint keeps a moving average of the generator's weights
+(`config.train.ema_decay`), that average is the generator loaded.
 """
 
 import dataclasses
@@ -12,8 +14,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+from absl import logging
 
 from stackgan_jax import checkpointing, models, steps
+from stackgan_jax import embedding_norm as embedding_norm_lib
 from stackgan_jax.state import GANState, NetState
 
 
@@ -29,8 +33,11 @@ class TrainedModel:
         config: the training config, as the checkpoint recorded it.
         meta: the checkpoint's whole `meta` item.
         step: the checkpoint's step.
-        generator: the stage's generator `{'params', 'batch_stats'}`.
+        generator: the stage's generator `{'params', 'batch_stats'}`: the moving average of its
+            weights (with its own BatchNorm statistics) where the checkpoint keeps one.
         stage1_generator: Stage-II only: the frozen Stage-I generator's variables.
+        generator_item: the checkpoint item `generator` came from, `checkpointing.GENERATOR` or
+            `checkpointing.GENERATOR_EMA`.
     """
 
     config: ml_collections.ConfigDict
@@ -38,6 +45,12 @@ class TrainedModel:
     step: int
     generator: Any
     stage1_generator: Any | None
+    generator_item: str = checkpointing.GENERATOR
+
+    @property
+    def uses_ema(self) -> bool:
+        """Whether `generator` is the moving average of the trained generator's weights."""
+        return self.generator_item == checkpointing.GENERATOR_EMA
 
     @property
     def stage(self) -> int:
@@ -52,7 +65,7 @@ class TrainedModel:
     @functools.cached_property
     def generate_fn(self) -> Any:
         """The jitted (generator, stage1_generator, embedding, key) -> images."""
-        nets = steps.Networks.from_config(self.config)
+        nets = steps.Networks.from_config(self.config, embedding_norm_lib.from_meta(self.meta))
 
         def run(generator: Any, stage1_generator: Any, embedding: jax.Array, key: jax.Array):
             # `steps.generate` reads only the generators of a training state.
@@ -106,15 +119,18 @@ def load(workdir: str, step: int | None = None) -> TrainedModel:
         raise NoCheckpointError(f"No checkpoint at step {step} in {directory}; have {available}.")
     meta = checkpointing.read_meta(manager, step)
     config = ml_collections.ConfigDict(meta["config"])
+    item = checkpointing.generator_item(manager, step)
     generator = checkpointing.restore_variables(
-        manager, step, checkpointing.GENERATOR, _abstract_generator(config.model, config.stage)
+        manager, step, item, _abstract_generator(config.model, config.stage)
     )
+    if item == checkpointing.GENERATOR_EMA:
+        logging.info("Using the moving average of the generator's weights (%s).", item)
     stage1_generator = None
     if config.stage == 2:
         stage1_generator = checkpointing.restore_variables(
             manager, step, checkpointing.STAGE1_GENERATOR, _abstract_generator(config.model, 1)
         )
-    return TrainedModel(config, meta, step, generator, stage1_generator)
+    return TrainedModel(config, meta, step, generator, stage1_generator, item)
 
 
 def generate(

@@ -83,6 +83,15 @@ def base_config(name: str, stage: int) -> ml_collections.ConfigDict:
     config.model.num_residual = p.num_residual
     # Embeddings are multiplied by this before they reach G or D (1 in the references).
     config.model.text_scale = p.text_scale
+    # Add the projection discriminator's text term to D's conditional logit (not in StackGAN).
+    config.model.d_projection = False
+    # BatchNorm in D, as both references have it; False leaves every one out (not in StackGAN).
+    config.model.d_batch_norm = True
+    # Stage-II corrects the enlarged Stage-I image instead of drawing anew (not in StackGAN).
+    config.model.stage2_residual = False
+    # The Stage-I generator's text condition also modulates each up-block (conditional
+    # BatchNorm; not in StackGAN).
+    config.model.g_text_modulation = False
     # Computation dtype; 'bfloat16' for mixed precision (parameters, optimiser state, BatchNorm
     # statistics and losses stay float32).
     config.model.dtype = "float32"
@@ -92,6 +101,10 @@ def base_config(name: str, stage: int) -> ml_collections.ConfigDict:
     # TFDS data directory (local path or gs://); None means TFDS's default.
     config.data.data_dir = ml_collections.config_dict.placeholder(str)
     config.data.text_encoder = p.text_encoder
+    # What the embeddings become before G and D see them: 'scale' (× model.text_scale, as the
+    # references with 1) or 'standardize' (per dimension, by the training split's statistics,
+    # which checkpoints keep; see stackgan_jax/embedding_norm.py).
+    config.data.embedding_norm = "scale"
 
     config.train = ml_collections.ConfigDict()
     config.train.global_batch_size = 64
@@ -105,6 +118,18 @@ def base_config(name: str, stage: int) -> ml_collections.ConfigDict:
     config.train.lr_decay_epochs = ()
     config.train.lr_decay_factor = 0.5
     config.train.kl_coeff = 2.0
+    # Opt-in departures from the references (DEVIATIONS.md); the defaults are StackGAN's.
+    # G's and D's own initial learning rates (None: learning_rate for both).
+    config.train.g_learning_rate = ml_collections.config_dict.placeholder(float)
+    config.train.d_learning_rate = ml_collections.config_dict.placeholder(float)
+    # 'bce' (StackGAN) or 'hinge' (DF-GAN).
+    config.train.gan_loss = "bce"
+    # DF-GAN's matching-aware gradient penalty on real, matching pairs (DF-GAN: 2; 0: off).
+    config.train.ma_gp_weight = 0.0
+    # Differentiable augmentation of every image D sees: any of 'translation', 'cutout'.
+    config.train.augment = ()
+    # Decay of the moving average of G's weights that sampling and evaluation use (0: none).
+    config.train.ema_decay = 0.0
 
     config.log_every_steps = 50
     config.sample_every_steps = 1000

@@ -147,7 +147,11 @@ def main(argv: Sequence[str]) -> None:
     rows = [[low[i]] + ([high[i]] if high is not None else []) for i in range(len(labels))]
     with output.open("wb") as f:
         Image.fromarray(visualize.captioned_grid(labels, rows)).save(f, format="PNG")
-    print(f"Wrote {output} ({len(labels)} sentences x {low.shape[1]} samples, step {model.step}).")
+    generator = " with the moving average of G" if model.uses_ema else ""
+    print(
+        f"Wrote {output} ({len(labels)} sentences x {low.shape[1]} samples, step {model.step}"
+        f"{generator})."
+    )
     if flags.FLAGS.individual_dir:
         write_individual(flags.FLAGS.individual_dir, labels, low, high)
         print(f"Wrote single images to {flags.FLAGS.individual_dir}.")

@@ -18,6 +18,7 @@ from jax.experimental import multihost_utils
 from PIL import Image
 
 from stackgan_jax import checkpointing, evaluate, models, parallel, steps, visualize
+from stackgan_jax import embedding_norm as embedding_norm_lib
 from stackgan_jax import state as state_lib
 from stackgan_jax.data import input_pipeline
 from stackgan_jax.data import source as source_lib
@@ -185,14 +186,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
     )
 
     # State: resumed from this workdir, or fresh (Stage-II: around a restored Stage-I generator).
-    optimizer = state_lib.make_optimizer(train_config, steps_per_epoch)
-    nets = steps.Networks.from_config(config)
+    optimizer = state_lib.make_optimizers(train_config, steps_per_epoch)
+    embedding_norm = embedding_norm_lib.from_source(config, train_source)
+    nets = steps.Networks.from_config(config, embedding_norm)
+    extra_meta: dict[str, Any] = {"data_process_count": jax.process_count()}
+    if embedding_norm.mode != "scale":
+        # Scaling is all in the config; standardising needs its statistics kept with the model.
+        extra_meta[embedding_norm_lib.META_KEY] = embedding_norm_lib.to_meta(embedding_norm)
     meta = checkpointing.make_meta(
         config,
         text_encoder={"name": config.data.text_encoder, "dim": config.model.text_dim},
         dataset={"name": config.data.dataset, "train_examples": len(train_source.embeddings)},
         steps_per_epoch=steps_per_epoch,
-        extra={"data_process_count": jax.process_count()},
+        extra=extra_meta,
     )
     create = jax.jit(
         functools.partial(state_lib.create_state, config, optimizer=optimizer),
@@ -212,6 +218,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
                 config.stage1_workdir, config.stage1_step, abstract.stage1_generator, meta
             )
         state = create(jax.random.key(config.seed), stage1_variables=stage1_variables)
+    if state.generator_ema is not None:
+        logging.info(
+            "Keeping a moving average of G (decay %g): sample grids, evaluation and the "
+            "checkpoints' generator_ema item use it.",
+            train_config.ema_decay,
+        )
     if jax.process_index() == 0:
         parameter_overview.log_parameter_overview(state.generator.params, msg="Generator")
         parameter_overview.log_parameter_overview(state.discriminator.params, msg="Discriminator")
@@ -229,7 +241,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
         functools.partial(steps.generate_from_key, nets), out_shardings=replicated
     )
     sample_embedding, sample_noise, sample_captions = _sample_inputs(nets, test_source, config.seed)
-    schedule = state_lib.learning_rate_schedule(train_config, steps_per_epoch)
+    g_rate, d_rate = state_lib.learning_rates(train_config)
+    schedules = {
+        "learning_rate": state_lib.learning_rate_schedule(train_config, steps_per_epoch, g_rate)
+    }
+    if d_rate != g_rate:
+        schedules["d_learning_rate"] = state_lib.learning_rate_schedule(
+            train_config, steps_per_epoch, d_rate
+        )
 
     start_step = int(state.step)
     pipeline_state, warning = input_pipeline.resume(
@@ -289,10 +308,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
                 now = time.perf_counter()
                 rate = (step - log_step) * train_config.global_batch_size / (now - log_time)
                 log_time, log_step = now, step
-                pending = (
-                    step,
-                    {**metrics, "learning_rate": schedule(step - 1), "images_per_second": rate},
-                )
+                rates = {name: schedule(step - 1) for name, schedule in schedules.items()}
+                pending = (step, {**metrics, **rates, "images_per_second": rate})
             if step % config.sample_every_steps == 0 or step == num_steps:
                 with report.timed("sample"):
                     images = generate(state, sample_embedding, sample_noise)
