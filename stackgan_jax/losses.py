@@ -140,3 +140,22 @@ def kl_loss(mu: Array, logvar: Array) -> Array:
       logvar: [B, C] log σ².
     """
     return jnp.mean(-0.5 * (1.0 + logvar - jnp.square(mu) - jnp.exp(logvar)))
+
+
+def contrastive_loss(image: Array, text: Array, temperature: float) -> Array:
+    """XMC-GAN's image–sentence contrastive loss (InfoNCE over the batch, both directions).
+
+    Row i of `image` and of `text` are a matching pair; every other row of the batch is a
+    negative. The loss is the mean of the cross-entropies of softmax(image · textᵀ / τ) over the
+    text for each image and over the images for each text.
+
+    Args:
+      image: [B, E] L2-normalised image embeddings.
+      text: [B, E] L2-normalised text embeddings.
+      temperature: τ (XMC-GAN: 0.1).
+    """
+    logits = jnp.matmul(image, text.T, precision=jax.lax.Precision.HIGHEST) / temperature
+    labels = jnp.arange(logits.shape[0])
+    image_to_text = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    text_to_image = optax.softmax_cross_entropy_with_integer_labels(logits.T, labels)
+    return 0.5 * (jnp.mean(image_to_text) + jnp.mean(text_to_image))

@@ -87,6 +87,8 @@ def base_config(name: str, stage: int) -> ml_collections.ConfigDict:
     config.model.d_projection = False
     # BatchNorm in D, as both references have it; False leaves every one out (not in StackGAN).
     config.model.d_batch_norm = True
+    # D also embeds images and text for XMC-GAN's contrastive loss (train.contrastive_weight).
+    config.model.d_contrastive = False
     # Stage-II corrects the enlarged Stage-I image instead of drawing anew (not in StackGAN).
     config.model.stage2_residual = False
     # The Stage-I generator's text condition also modulates each up-block (conditional
@@ -126,6 +128,9 @@ def base_config(name: str, stage: int) -> ml_collections.ConfigDict:
     config.train.gan_loss = "bce"
     # DF-GAN's matching-aware gradient penalty on real, matching pairs (DF-GAN: 2; 0: off).
     config.train.ma_gp_weight = 0.0
+    # Weight of the image–sentence contrastive loss in D's and G's losses, where
+    # model.d_contrastive gives D its contrastive head (XMC-GAN: 1).
+    config.train.contrastive_weight = 1.0
     # Differentiable augmentation of every image D sees: any of 'translation', 'cutout'.
     config.train.augment = ()
     # Decay of the moving average of G's weights that sampling and evaluation use (0: none).

@@ -21,8 +21,10 @@ uninterrupted one would.
 
 Opt-in departures from the references (all off in the reference presets; DEVIATIONS.md):
 embedding standardisation (`embedding_norm`), the hinge loss and DF-GAN's matching-aware
-gradient penalty (`gan_loss`, `ma_gp_weight`), differentiable augmentation of every image D sees
-(`augment`), and a moving average of G's weights (`ema_decay`; see `update_ema`).
+gradient penalty (`gan_loss`, `ma_gp_weight`), XMC-GAN's image–sentence contrastive loss for
+D (real pairs) and G (generated pairs) (`contrastive_weight`), differentiable augmentation of
+every image D sees (`augment`), and a moving average of G's weights (`ema_decay`; see
+`update_ema`).
 """
 
 import dataclasses
@@ -64,6 +66,7 @@ class Networks:
     ma_gp_weight: float = 0.0
     augment: tuple[str, ...] = ()
     ema_decay: float = 0.0
+    contrastive_weight: float = 0.0
 
     @classmethod
     def from_config(
@@ -109,6 +112,9 @@ class Networks:
             ma_gp_weight=train.get("ma_gp_weight", 0.0),
             augment=augment,
             ema_decay=train.get("ema_decay", 0.0),
+            contrastive_weight=(
+                train.get("contrastive_weight", 1.0) if model.get("d_contrastive", False) else 0.0
+            ),
         )
 
 
@@ -222,13 +228,28 @@ def gradient_penalty(
     return losses.matching_aware_penalty(image_grads, condition_grads, nets.ma_gp_weight)
 
 
+# XMC-GAN's temperature of the contrastive loss.
+CONTRASTIVE_TEMPERATURE = 0.1
+
+
+def contrastive_term(nets: Networks, params: Any, features: Array, condition: Array) -> Array:
+    """The image–sentence contrastive loss of D's features and condition (0 when off)."""
+    if not nets.contrastive_weight:
+        return jnp.zeros((), jnp.float32)
+    image, text = nets.discriminator.apply(
+        {"params": params}, features, condition, method="contrastive_embeddings"
+    )
+    return losses.contrastive_loss(image, text, CONTRASTIVE_TEMPERATURE)
+
+
 class DiscriminatorGradients(NamedTuple):
-    """D's gradients, its loss terms, its new batch_stats and the gradient penalty (0 if off)."""
+    """D's gradients, loss terms and new batch_stats; its MA-GP and contrastive loss (0: off)."""
 
     grads: Any
     loss: losses.DiscriminatorLoss
     batch_stats: Any
     gradient_penalty: Array
+    contrastive: Array = 0.0
 
 
 def discriminator_gradients(
@@ -253,7 +274,7 @@ def discriminator_gradients(
     real_images = _augmented(nets, batch["image"], augment_key, 0)
     fake = _augmented(nets, fake, augment_key, 1)
 
-    def loss_fn(params: Any) -> tuple[Array, tuple[losses.DiscriminatorLoss, Any, Array]]:
+    def loss_fn(params: Any) -> tuple[Array, tuple[losses.DiscriminatorLoss, Any, Array, Array]]:
         stats = discriminator.batch_stats
         real, real_u, real_features, stats = _d_logits(nets, params, stats, real_images, condition)
         if nets.arch == "tf":
@@ -276,18 +297,21 @@ def discriminator_gradients(
             penalty = gradient_penalty(
                 nets, params, discriminator.batch_stats, real_images, condition
             )
-        return loss.total + penalty, (loss, stats, penalty)
+        contrastive = contrastive_term(nets, params, real_features, condition)
+        total = loss.total + penalty + nets.contrastive_weight * contrastive
+        return total, (loss, stats, penalty, contrastive)
 
-    grads, (loss, stats, penalty) = jax.grad(loss_fn, has_aux=True)(discriminator.params)
-    return DiscriminatorGradients(grads, loss, stats, penalty)
+    grads, aux = jax.grad(loss_fn, has_aux=True)(discriminator.params)
+    return DiscriminatorGradients(grads, *aux)
 
 
 class GeneratorLoss(NamedTuple):
-    """The G loss and its terms."""
+    """The G loss and its terms (the contrastive one 0 where off)."""
 
     total: Array
     adversarial: Array
     kl: Array
+    contrastive: Array = 0.0
 
 
 def generator_loss(
@@ -305,10 +329,14 @@ def generator_loss(
     fake, mu, logvar = outputs
     condition = _d_condition(nets, embedding, mu)
     fake = _augmented(nets, fake, augment_key, 0)
-    logits, unconditional, _, d_stats = _d_logits(nets, d_params, d_stats, fake, condition)
+    logits, unconditional, features, d_stats = _d_logits(nets, d_params, d_stats, fake, condition)
     adversarial = losses.generator_adversarial_loss(logits, unconditional, kind=nets.gan_loss)
     kl = losses.kl_loss(mu, logvar)
     total = adversarial + nets.kl_coeff * kl
+    if nets.contrastive_weight:
+        contrastive = contrastive_term(nets, d_params, features, condition)
+        total = total + nets.contrastive_weight * contrastive
+        return total, (GeneratorLoss(total, adversarial, kl, contrastive), d_stats)
     return total, (GeneratorLoss(total, adversarial, kl), d_stats)
 
 
@@ -462,6 +490,9 @@ def train_step(
         metrics["d_fake_unconditional"] = d_loss.fake_unconditional
     if nets.ma_gp_weight:
         metrics["d_gradient_penalty"] = d_result.gradient_penalty
+    if nets.contrastive_weight:
+        metrics["d_contrastive"] = d_result.contrastive
+        metrics["g_contrastive"] = g_loss.contrastive
     return new_state, metrics
 
 

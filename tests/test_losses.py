@@ -115,3 +115,21 @@ def test_matching_aware_penalty_is_dfgans_formula():
     want = 2.0 * np.mean(np.array(norms) ** 6)
     got = losses.matching_aware_penalty(image_grads, text_grads, weight=2.0)
     assert float(got) == pytest.approx(want, rel=1e-5)
+
+
+def test_contrastive_loss_is_symmetric_infonce_by_hand():
+    rng = np.random.default_rng(2)
+    image = rng.normal(size=(4, 6))
+    text = rng.normal(size=(4, 6))
+    image /= np.linalg.norm(image, axis=1, keepdims=True)
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    logits = image @ text.T / 0.1
+    # −log softmax of the matching pair, over texts for each image and over images for each text.
+    rows = [-(logits[i, i] - np.log(np.sum(np.exp(logits[i])))) for i in range(4)]
+    cols = [-(logits[i, i] - np.log(np.sum(np.exp(logits[:, i])))) for i in range(4)]
+    want = 0.5 * (np.mean(rows) + np.mean(cols))
+    got = losses.contrastive_loss(image.astype(np.float32), text.astype(np.float32), 0.1)
+    assert float(got) == pytest.approx(want, rel=1e-5)
+    # Perfectly separated pairs cost almost nothing.
+    eye = np.eye(4, 6, dtype=np.float32)
+    assert float(losses.contrastive_loss(eye, eye, 0.01)) < 1e-6

@@ -32,6 +32,7 @@ from stackgan_jax import (
     checkpointing,
     evaluate,
     inference,
+    losses,
     models,
     parallel,
     steps,
@@ -40,7 +41,7 @@ from stackgan_jax import (
 from stackgan_jax import embedding_norm as embedding_norm_lib
 from stackgan_jax import state as state_lib
 from stackgan_jax.data import source as source_lib
-from stackgan_jax.models.stage1 import Projection
+from stackgan_jax.models.stage1 import ContrastiveHead, Projection
 
 REFERENCE_PRESETS = ("birds", "flowers", "birds_pytorch", "coco")
 
@@ -181,6 +182,73 @@ def test_discriminator_adds_the_projection_to_its_conditional_logits(arch):
     )
     extra = Projection().apply({"params": variables["params"]["projection"]}, features, inputs[1])
     np.testing.assert_allclose(logits, head + extra, rtol=1e-5, atol=1e-6)
+
+
+def test_contrastive_head_embeds_pooled_features_and_text_on_the_unit_sphere():
+    rng = np.random.default_rng(7)
+    features = rng.normal(size=(3, 4, 4, 6)).astype(np.float32)
+    condition = rng.normal(size=(3, 5)).astype(np.float32)
+    head = ContrastiveHead(dim=4)
+    params = head.init(jax.random.key(0), features, condition)["params"]
+    image, text = head.apply({"params": params}, features, condition)
+
+    def unit(x):
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    fc = {k: {n: np.asarray(v, np.float64) for n, v in p.items()} for k, p in params.items()}
+    want_image = unit(
+        features.mean(axis=(1, 2)) @ fc["image_fc"]["kernel"] + fc["image_fc"]["bias"]
+    )
+    want_text = unit(condition @ fc["text_fc"]["kernel"] + fc["text_fc"]["bias"])
+    np.testing.assert_allclose(image, want_image, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(text, want_text, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["tf", "pytorch"])
+def test_contrastive_loss_enters_d_on_real_pairs_and_g_on_generated_ones(arch):
+    config = debug_config(arch)
+    config.model.d_contrastive = True
+    config.train.contrastive_weight = 0.7
+    nets = steps.Networks.from_config(config)
+    assert nets.contrastive_weight == 0.7
+    discriminator = d_state(config)
+    batch = {k: jnp.asarray(v) for k, v in make_batch(config).items()}
+    fake = jnp.asarray(make_batch(config, seed=3)["image"])
+    condition = batch["embedding"][:, : models.discriminator_condition_dim(config.model)]
+    got = steps.discriminator_gradients(nets, discriminator, batch, fake, condition)
+    # Written out: D's features of the real images, its two embeddings, InfoNCE with τ = 0.1.
+    variables = discriminator.variables
+    features, _ = nets.discriminator.apply(
+        variables, batch["image"], method="encode", mutable=["batch_stats"]
+    )
+    image, text = nets.discriminator.apply(
+        variables, features, condition, method="contrastive_embeddings"
+    )
+    want = losses.contrastive_loss(image, text, 0.1)
+    assert float(got.contrastive) == pytest.approx(float(want), rel=1e-5)
+    plain = dataclasses.replace(nets, contrastive_weight=0.0)
+    without = steps.discriminator_gradients(plain, discriminator, batch, fake, condition)
+
+    def weighted_contrastive(params):
+        encoded, _ = nets.discriminator.apply(
+            {**variables, "params": params},
+            batch["image"],
+            method="encode",
+            mutable=["batch_stats"],
+        )
+        return 0.7 * steps.contrastive_term(nets, params, encoded, condition)
+
+    extra = jax.grad(weighted_contrastive)(discriminator.params)
+    assert_trees_close(got.grads, jax.tree.map(jnp.add, without.grads, extra), 1e-4, 1e-6)
+    # G: the same loss on the generated images' features, added with the same weight.
+    outputs = (fake, condition[:, : config.model.condition_dim], jnp.zeros_like(condition[:, :1]))
+    total, (g_loss, _) = steps.generator_loss(
+        nets, discriminator.params, discriminator.batch_stats, outputs, batch["embedding"]
+    )
+    assert float(total) == pytest.approx(
+        float(g_loss.adversarial + nets.kl_coeff * g_loss.kl + 0.7 * g_loss.contrastive), rel=1e-5
+    )
+    assert float(g_loss.contrastive) > 0
 
 
 # --- Augmentation and the gradient penalty inside the step ----------------------------------

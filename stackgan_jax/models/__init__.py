@@ -59,7 +59,7 @@ def generator(config: Any, stage: int) -> nn.Module:
 
 
 def discriminator(config: Any, stage: int) -> Discriminator:
-    """The discriminator of `stage` (1 or 2) for `config.arch`, `d_projection`, `d_batch_norm`."""
+    """The discriminator of `stage` (1 or 2) for `config.arch` and its opt-in `d_*` fields."""
     _check_arch(config.arch)
     build = stage1_discriminator if stage == 1 else stage2_discriminator
     return build(
@@ -69,6 +69,7 @@ def discriminator(config: Any, stage: int) -> Discriminator:
         jnp.dtype(config.dtype),
         projection=config.get("d_projection", False),
         norm=config.get("d_batch_norm", True),
+        contrastive=config.get("d_contrastive", False),
     )
 
 

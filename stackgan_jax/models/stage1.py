@@ -1,5 +1,7 @@
 """Stage-I networks (64×64), one class per reference architecture (spec §3–§4)."""
 
+import functools
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -215,6 +217,28 @@ class Projection(nn.Module):
         return jnp.sum(pooled * text.astype(jnp.float32), axis=-1)
 
 
+class ContrastiveHead(nn.Module):
+    """Image and text embeddings for XMC-GAN's image–sentence contrastive loss.
+
+    Linear maps of D's mean-pooled features and of its condition, L2-normalised (XMC-GAN, Zhang
+    et al., CVPR 2021).
+
+    Opt-in (`config.model.d_contrastive`); not part of StackGAN.
+    """
+
+    dim: int = 128
+    dtype: DType = jnp.float32
+
+    @nn.compact
+    def __call__(self, features: Array, condition: Array) -> tuple[Array, Array]:
+        pooled = jnp.mean(features.astype(jnp.float32), axis=(1, 2))
+        dense = functools.partial(nn.Dense, self.dim, kernel_init=DENSE_INIT, dtype=self.dtype)
+        image = dense(name="image_fc")(pooled).astype(jnp.float32)
+        text = dense(name="text_fc")(condition).astype(jnp.float32)
+        normalise = lambda x: x / jnp.linalg.norm(x, axis=-1, keepdims=True).clip(1e-12)  # noqa: E731
+        return normalise(image), normalise(text)
+
+
 class Discriminator(nn.Module):
     """A discriminator as an image encoder plus a conditional (and optional unconditional) head.
 
@@ -232,6 +256,7 @@ class Discriminator(nn.Module):
     conditional_head: nn.Module
     unconditional_head: nn.Module | None = None
     projection: nn.Module | None = None
+    contrastive: nn.Module | None = None
 
     def encode(self, images: Array, train: bool = True) -> Array:
         """Image → [B, 4, 4, 8df] features."""
@@ -243,6 +268,10 @@ class Discriminator(nn.Module):
         if self.projection is not None:
             logits = logits + self.projection(features, condition)
         return logits
+
+    def contrastive_embeddings(self, features: Array, condition: Array) -> tuple[Array, Array]:
+        """Features and condition → L2-normalised (image, text) embeddings (`ContrastiveHead`)."""
+        return self.contrastive(features, condition)
 
     def unconditional_logits(self, features: Array) -> Array:
         """Features → [B] logits of "real" (Stage-II `pytorch` only)."""
@@ -256,6 +285,8 @@ class Discriminator(nn.Module):
         unconditional = None
         if self.unconditional_head is not None:
             unconditional = self.unconditional_logits(features)
+        if self.contrastive is not None:
+            self.contrastive_embeddings(features, condition)  # creates its parameters
         return self.conditional_logits(features, condition, train), unconditional
 
 
@@ -266,20 +297,25 @@ def stage1_discriminator(
     dtype: DType,
     projection: bool = False,
     norm: bool = True,
+    contrastive: bool = False,
 ) -> Discriminator:
     """The Stage-I discriminator of `arch` (spec §4.1 / §4.2).
 
-    Opt-in: `projection` adds the `Projection` term; `norm=False` removes its BatchNorms.
+    Opt-in: `projection` adds the `Projection` term, `contrastive` the `ContrastiveHead`;
+    `norm=False` removes its BatchNorms.
     """
-    extra = Projection(dtype) if projection else None
+    extra = dict(
+        projection=Projection(dtype) if projection else None,
+        contrastive=ContrastiveHead(dtype=dtype) if contrastive else None,
+    )
     if arch == "tf":
         return Discriminator(
             Stage1EncoderTF(df_dim, dtype, norm),
             ConditionalHeadTF(df_dim, condition_dim, dtype, norm),
-            projection=extra,
+            **extra,
         )
     return Discriminator(
         Stage1EncoderPyTorch(df_dim, dtype, norm),
         ConditionalHeadPyTorch(df_dim, dtype, norm),
-        projection=extra,
+        **extra,
     )

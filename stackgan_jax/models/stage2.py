@@ -25,6 +25,7 @@ from stackgan_jax.models.layers import (
 from stackgan_jax.models.stage1 import (
     ConditionalHeadPyTorch,
     ConditionalHeadTF,
+    ContrastiveHead,
     Discriminator,
     Projection,
 )
@@ -160,21 +161,26 @@ def stage2_discriminator(
     dtype: DType,
     projection: bool = False,
     norm: bool = True,
+    contrastive: bool = False,
 ) -> Discriminator:
     """The Stage-II discriminator of `arch` (spec §6.1 / §6.2).
 
-    Opt-in: `projection` adds the `Projection` term; `norm=False` removes its BatchNorms.
+    Opt-in: `projection` adds the `Projection` term, `contrastive` the `ContrastiveHead`;
+    `norm=False` removes its BatchNorms.
     """
-    extra = Projection(dtype) if projection else None
+    extra = dict(
+        projection=Projection(dtype) if projection else None,
+        contrastive=ContrastiveHead(dtype=dtype) if contrastive else None,
+    )
     if arch == "tf":
         return Discriminator(
             Stage2EncoderTF(df_dim, dtype, norm),
             ConditionalHeadTF(df_dim, condition_dim, dtype, norm),
-            projection=extra,
+            **extra,
         )
     return Discriminator(
         Stage2EncoderPyTorch(df_dim, dtype, norm),
         ConditionalHeadPyTorch(df_dim, dtype, norm),
         UnconditionalHead(dtype),
-        projection=extra,
+        **extra,
     )
