@@ -15,6 +15,7 @@ SCHEDULES = {
     # StackGAN-Pytorch COCO: 40 per GPU on 2 GPUs, ×0.5 every 20 epochs.
     "coco": (80, 100, presets.every(20, 100)),
     "demo": (16, 10, ()),
+    "demo_stackgan": (16, 10, ()),
     "debug": (8, 1, ()),
 }
 
@@ -36,7 +37,7 @@ def get_config(name: str = "demo"):
         config.log_every_steps = 1
         config.sample_every_steps = 2
         config.checkpoint_every_steps = 2
-    elif name == "demo":
+    elif name in ("demo", "demo_stackgan"):
         # A few minutes of Stage-II on 2 CPU cores: enough to run it end to end, not to train it.
         config.train.num_steps = 40
         config.log_every_steps = 10

@@ -7,7 +7,7 @@ from ml_collections import config_flags
 from configs import stage1, stage2
 from stackgan_jax import presets
 
-NAMES = ["birds", "flowers", "birds_pytorch", "coco", "demo", "debug"]
+NAMES = ["birds", "flowers", "birds_pytorch", "coco", "demo", "demo_stackgan", "debug"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -57,3 +57,21 @@ def test_config_flag_with_name_and_override():
     assert config.name == "flowers" and config.train.global_batch_size == 32
     assert config.stage1_bn == "running"
     assert presets.default_workdir(config) == "runs/flowers/stage2"
+
+
+@pytest.mark.parametrize("module", [stage1, stage2])
+def test_demo_departs_from_the_reference_recipe_only_in_its_listed_options(module):
+    """`demo` is `birds_pytorch`'s recipe plus DEMO_TRAINING; everything else is the preset's."""
+    demo, reference = module.get_config("demo"), module.get_config("birds_pytorch")
+    changed = {
+        f"{section}.{key}"
+        for section in ("model", "data", "train")
+        for key in reference[section]
+        if demo[section][key] != reference[section][key]
+    }
+    sized = {"model.gf_dim", "model.df_dim", "model.num_residual", "model.text_dim"}
+    sized |= {"model.z_dim", "model.condition_dim", "data.dataset", "data.text_encoder"}
+    sized |= {"train.global_batch_size", "train.num_epochs", "train.lr_decay_epochs"}
+    sized |= {"train.num_steps"}
+    assert changed - sized == set(presets.DEMO_TRAINING)
+    assert demo.data.embedding_norm == "standardize" and demo.train.augment == ("translation",)

@@ -701,7 +701,8 @@ def test_demo_dry_run_prints_the_pipeline_in_order(launch):
     assert result.returncode == 0, result.stderr
     commands = [shlex.split(line) for line in result.stdout.splitlines()]
     assert commands[0] == ["cd", str(ROOT)]
-    modules = [c[2] for c in commands[1:]]
+    # Evaluation runs under `env XLA_FLAGS=...`: its module comes two words later.
+    modules = [c[2] for c in commands[1:5]] + [c[4] for c in commands[5:]]
     assert modules == [
         "stackgan_jax.data.prepare",
         "stackgan_jax.main",
@@ -719,10 +720,13 @@ def test_demo_dry_run_prints_the_pipeline_in_order(launch):
     ]
     assert "--config.stage1_workdir=runs/my demo/stage1" in stage2
     assert "--workdir=runs/my demo/stage2" in sample
-    assert [c[3] for c in evaluate] == [
+    assert [c[5] for c in evaluate] == [
         "--workdir=runs/my demo/stage1",
         "--workdir=runs/my demo/stage2",
     ]
+    for command in evaluate:
+        assert command[:2] == ["env", "XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type="]
+        assert command[6:] == ["--metrics=attributes,fid", "--num_samples=500"]
 
 
 # --- the commands as gcloud itself reads them ----------------------------------------------------
