@@ -73,5 +73,10 @@ def test_demo_departs_from_the_reference_recipe_only_in_its_listed_options(modul
     sized |= {"model.z_dim", "model.condition_dim", "data.dataset", "data.text_encoder"}
     sized |= {"train.global_batch_size", "train.num_epochs", "train.lr_decay_epochs"}
     sized |= {"train.num_steps"}
-    assert changed - sized == set(presets.DEMO_TRAINING)
+    expected = set(presets.DEMO_TRAINING)
+    if module is stage2:
+        # Stage-II goes back to StackGAN's β1 (and its learning rate, set explicitly).
+        expected -= {"train.adam_b1"}
+        assert (demo.train.g_learning_rate, demo.train.d_learning_rate) == (2e-4, 2e-4)
+    assert changed - sized == expected
     assert demo.data.embedding_norm == "standardize" and demo.train.augment == ("translation",)
