@@ -28,7 +28,7 @@ from ml_collections import config_flags
 # `python benchmarks/input_pipeline.py` puts benchmarks/ on the path; imports need the repo root.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from stackgan_jax import parallel  # noqa: E402
+from stackgan_jax import models, parallel  # noqa: E402
 from stackgan_jax.data import input_pipeline  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -146,7 +146,7 @@ def main(argv: Sequence[str]) -> None:
     mesh = parallel.make_mesh()
     results = {}
     for stage in stages:
-        size = input_pipeline.CROP_SIZES[stage]
+        size = models.IMAGE_SIZE[stage]
         results[str(size)] = time_stage(
             source,
             stage=stage,

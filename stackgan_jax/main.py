@@ -11,7 +11,6 @@ import os
 import sys
 
 import jax
-import tensorflow as tf
 from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
@@ -49,8 +48,6 @@ def main(argv: list[str]) -> None:
     """Sets up devices and the workdir, then trains."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    # TensorFlow only feeds data; keep it off the accelerators JAX uses.
-    tf.config.set_visible_devices([], "GPU")
     parallel.maybe_initialize_distributed(
         FLAGS.jax_distributed, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
     )

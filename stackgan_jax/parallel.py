@@ -35,9 +35,17 @@ def batch_sharded(mesh: jax.sharding.Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def check_global_batch(global_batch_size: int) -> None:
-    """Fails clearly unless the global batch divides evenly over devices and processes."""
-    devices, processes = jax.device_count(), jax.process_count()
+def check_global_batch(global_batch_size: int, process_count: int | None = None) -> None:
+    """Fails clearly unless the global batch divides evenly over devices and processes.
+
+    The one check of the batch size: the input pipeline runs it before it builds a batch.
+
+    Args:
+        global_batch_size: examples per step over all processes.
+        process_count: the number of processes; `jax.process_count()` by default.
+    """
+    devices = jax.device_count()
+    processes = jax.process_count() if process_count is None else process_count
     if global_batch_size % devices:
         raise ValueError(
             f"The global batch size {global_batch_size} must be divisible by the number of "

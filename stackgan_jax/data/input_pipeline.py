@@ -31,10 +31,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from stackgan_jax import parallel
+from stackgan_jax import models, parallel
 
-# Random crop sizes (spec §1.4): Stage-I crops 64 from the 76-pixel images, Stage-II 256 from 304.
-CROP_SIZES = {1: 64, 2: 256}
 # Captions averaged into one text condition (spec §1.5): TRAIN.NUM_EMBEDDING = 4 in the TF code,
 # one random caption in StackGAN-Pytorch.
 CAPTIONS_PER_CONDITION = {"tf": 4, "pytorch": 1}
@@ -140,18 +138,13 @@ def make_dataset(
         ValueError: an unknown stage or arch, a batch that does not divide over devices and
             processes, a split smaller than one batch, or an example without captions.
     """
-    if stage not in CROP_SIZES:
-        raise ValueError(f"stage must be one of {tuple(CROP_SIZES)}, got {stage!r}")
+    if stage not in models.IMAGE_SIZE:
+        raise ValueError(f"stage must be one of {tuple(models.IMAGE_SIZE)}, got {stage!r}")
     if arch not in CAPTIONS_PER_CONDITION:
         raise ValueError(f"arch must be one of {tuple(CAPTIONS_PER_CONDITION)}, got {arch!r}")
-    parallel.check_global_batch(global_batch_size)
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
-    if global_batch_size % process_count:
-        raise ValueError(
-            f"The global batch size {global_batch_size} must be divisible by the number of "
-            f"processes ({process_count})."
-        )
+    parallel.check_global_batch(global_batch_size, process_count)
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} is not in [0, {process_count}).")
     if np.min(source.num_captions) < 1:
@@ -203,6 +196,10 @@ def make_dataset(
             ),
         }
         if arch == "tf":
+            # Mismatched pairs are made in two places because the references make them from
+            # different things: `tf` draws another image (of another class) from the dataset,
+            # which only the pipeline can do; `pytorch` pairs D's features of one real image
+            # with the next one's condition, which exist only inside the step (`steps.py`).
             wrong = _wrong_indices(indices, uniform(wrong_key, 2), labels)
             planned["wrong_image"] = (wrong, uniform(wrong_image_key, 3))
         return planned
@@ -210,7 +207,7 @@ def make_dataset(
     def example(row: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """Cuts one row's images; the crops run in parallel over examples."""
         return {
-            key: value if key == "embedding" else _crop(images, *value, CROP_SIZES[stage])
+            key: value if key == "embedding" else _crop(images, *value, models.IMAGE_SIZE[stage])
             for key, value in row.items()
         }
 

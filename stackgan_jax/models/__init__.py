@@ -20,6 +20,8 @@ from stackgan_jax.models.stage1 import (
 from stackgan_jax.models.stage2 import Stage2Generator, stage2_discriminator
 
 ARCHS = ("tf", "pytorch")
+# Each stage's image size: its generator's output and the input pipeline's random crop (spec
+# §1.4: Stage-I crops 64 pixels of the 76-pixel images, Stage-II 256 of 304).
 IMAGE_SIZE = {1: 64, 2: 256}
 
 
