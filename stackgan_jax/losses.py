@@ -110,6 +110,50 @@ def generator_adversarial_loss(
     return loss
 
 
+class GeneratorLoss(NamedTuple):
+    """The G loss and its terms (the contrastive one 0 where it is off)."""
+
+    total: Array
+    adversarial: Array
+    kl: Array
+    contrastive: Array = 0.0
+
+
+def generator_loss(
+    fake_logits: Array,
+    fake_unconditional_logits: Array | None,
+    mu: Array,
+    logvar: Array,
+    *,
+    kl_coeff: float,
+    kind: str = "bce",
+    contrastive: Array | None = None,
+    contrastive_weight: float = 0.0,
+) -> GeneratorLoss:
+    """The G loss: adversarial + kl_coeff · KL (spec §7), + the weighted contrastive term if on.
+
+    Args:
+      fake_logits: D(generated image, its text).
+      fake_unconditional_logits: U(generated image), or None.
+      mu: [B, C] the CA means of the generated images' conditions.
+      logvar: [B, C] their log σ².
+      kl_coeff: the KL term's weight.
+      kind: 'bce' (the references) or 'hinge' (`generator_adversarial_loss`).
+      contrastive: the image–sentence contrastive loss of the generated pairs, or None.
+      contrastive_weight: its weight; 0 leaves it out.
+
+    Returns:
+      The total and each term.
+    """
+    adversarial = generator_adversarial_loss(fake_logits, fake_unconditional_logits, kind=kind)
+    kl = kl_loss(mu, logvar)
+    total = adversarial + kl_coeff * kl
+    if contrastive_weight:
+        total = total + contrastive_weight * contrastive
+        return GeneratorLoss(total, adversarial, kl, contrastive)
+    return GeneratorLoss(total, adversarial, kl)
+
+
 # DF-GAN's MA-GP constants: 2 · mean(‖∇‖⁶).
 MA_GP_POWER = 6.0
 

@@ -133,3 +133,18 @@ def test_contrastive_loss_is_symmetric_infonce_by_hand():
     # Perfectly separated pairs cost almost nothing.
     eye = np.eye(4, 6, dtype=np.float32)
     assert float(losses.contrastive_loss(eye, eye, 0.01)) < 1e-6
+
+
+def test_generator_loss_adds_the_weighted_kl_and_contrastive_terms():
+    mu = np.array([[0.3, -1.2], [0.5, 0.1]], np.float32)
+    logvar = np.array([[0.2, -0.4], [0.0, 0.7]], np.float32)
+    kl = np.mean(-0.5 * (1 + logvar - mu**2 - np.exp(logvar)))
+    loss = losses.generator_loss(FAKE, None, mu, logvar, kl_coeff=2.0)
+    assert float(loss.total) == pytest.approx(np_bce(FAKE, 1) + 2.0 * kl, 1e-6)
+    assert float(loss.kl) == pytest.approx(kl, 1e-6)
+    with_contrastive = losses.generator_loss(
+        FAKE, FAKE_U, mu, logvar, kl_coeff=0.5, contrastive=np.float32(1.5), contrastive_weight=0.4
+    )
+    want = np_bce(FAKE, 1) + np_bce(FAKE_U, 1) + 0.5 * kl + 0.4 * 1.5
+    assert float(with_contrastive.total) == pytest.approx(want, 1e-6)
+    assert float(with_contrastive.contrastive) == pytest.approx(1.5)
