@@ -112,7 +112,7 @@ def build(config: ml_collections.ConfigDict, devices: list[jax.Device] | None = 
     replicated = parallel.replicated(mesh)
     steps_per_epoch = max(1, NOMINAL_TRAIN_EXAMPLES // config.train.global_batch_size)
     optimizer = state_lib.make_optimizer(config.train, steps_per_epoch)
-    nets = steps_lib.Networks.from_config(config)
+    step_config = steps_lib.StepConfig.from_config(config)
 
     stage1_variables = None
     if config.stage == 2:
@@ -137,7 +137,7 @@ def build(config: ml_collections.ConfigDict, devices: list[jax.Device] | None = 
     batch = parallel.to_global(local, mesh)
 
     train_step = jax.jit(
-        functools.partial(steps_lib.train_step, nets, optimizer),
+        functools.partial(steps_lib.train_step, step_config, optimizer),
         in_shardings=(replicated, parallel.batch_sharded(mesh)),
         out_shardings=(replicated, replicated),
         donate_argnums=(0,),

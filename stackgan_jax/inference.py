@@ -12,13 +12,11 @@ import functools
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
-from stackgan_jax import checkpointing, models, steps
+from stackgan_jax import checkpointing, generation, models
 from stackgan_jax import embedding_norm as embedding_norm_lib
-from stackgan_jax.state import GANState, NetState
 
 
 class NoCheckpointError(FileNotFoundError):
@@ -63,21 +61,12 @@ class TrainedModel:
         return self.meta["text_encoder"]["name"]
 
     @functools.cached_property
-    def generate_fn(self) -> Any:
-        """The jitted (generator, stage1_generator, embedding, key) -> images."""
-        nets = steps.Networks.from_config(self.config, embedding_norm_lib.from_meta(self.meta))
-
-        def run(generator: Any, stage1_generator: Any, embedding: jax.Array, key: jax.Array):
-            # `steps.generate` reads only the generators of a training state.
-            state = GANState(
-                step=jnp.zeros((), jnp.int32),
-                generator=NetState(generator["params"], generator["batch_stats"], None),
-                discriminator=None,
-                stage1_generator=stage1_generator,
-            )
-            return steps.generate_from_key(nets, state, embedding, key)
-
-        return jax.jit(run)
+    def jitted_generate(self) -> Any:
+        """The jitted `generation.generate_from_key` of this model's generators."""
+        generators = generation.Generators.from_config(
+            self.config, embedding_norm_lib.from_meta(self.meta)
+        )
+        return jax.jit(functools.partial(generation.generate_from_key, generators))
 
 
 def _abstract_generator(model_config: ml_collections.ConfigDict, stage: int) -> Any:
@@ -152,4 +141,4 @@ def generate(
             f"embeddings must be [N, {text_dim}] for this model "
             f"({model.text_encoder}); got shape {tuple(embedding.shape)}"
         )
-    return model.generate_fn(model.generator, model.stage1_generator, embedding, key)
+    return model.jitted_generate(model.generator, model.stage1_generator, embedding, key)

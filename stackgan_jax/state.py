@@ -45,6 +45,13 @@ class GANState:
     stage1_generator: Any = None
     generator_ema: Any = None
 
+    @property
+    def sampling_generator(self) -> dict[str, Any]:
+        """The generator variables that sampling and evaluation use: the moving average if kept."""
+        if self.generator_ema is not None:
+            return self.generator_ema
+        return self.generator.variables
+
 
 class Optimizers(NamedTuple):
     """The generator's and the discriminator's optimisers."""

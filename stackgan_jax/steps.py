@@ -39,8 +39,7 @@ import optax
 
 from stackgan_jax import augment as augment_lib
 from stackgan_jax import embedding_norm as embedding_norm_lib
-from stackgan_jax import losses, models
-from stackgan_jax.models.ca import sample_ca_noise, sample_z
+from stackgan_jax import generation, losses, models
 from stackgan_jax.state import GANState, NetState, Optimizers, as_optimizers
 
 Array = jax.Array
@@ -48,19 +47,27 @@ Batch = dict[str, Array]
 
 
 @dataclasses.dataclass(frozen=True)
-class Networks:
-    """The static part of a step: modules and the hyper-parameters that shape the update."""
+class StepConfig:
+    """The static part of a training step: the networks and the settings that shape the update.
 
-    generator: nn.Module
+    Attributes:
+      generators: the generator modules and their noise (`generation.Generators`).
+      discriminator: the stage's discriminator module.
+      kl_coeff: the KL term's weight in G's loss.
+      stage1_bn: Stage-II: how the frozen Stage-I generator's BatchNorm runs
+        (`generation.STAGE1_BN`).
+      seed: the noise seed; step s draws from fold_in(key(seed), s).
+      gan_loss: 'bce' (the references) or 'hinge'.
+      ma_gp_weight: DF-GAN's matching-aware gradient penalty's weight (0: off).
+      augment: the differentiable augmentations of every image D sees.
+      ema_decay: the moving average of G's weights (0: none).
+      contrastive_weight: XMC-GAN's contrastive loss's weight (0: off).
+    """
+
+    generators: generation.Generators
     discriminator: models.Discriminator
-    stage1_generator: nn.Module | None
-    arch: str
-    stage: int
-    z_dim: int
-    condition_dim: int
     kl_coeff: float
-    embedding_norm: embedding_norm_lib.EmbeddingNorm
-    stage1_batch_stats: bool
+    stage1_bn: str
     seed: int
     gan_loss: str = "bce"
     ma_gp_weight: float = 0.0
@@ -73,40 +80,25 @@ class Networks:
         cls,
         config: ml_collections.ConfigDict,
         embedding_norm: embedding_norm_lib.EmbeddingNorm | None = None,
-    ) -> "Networks":
-        """The networks and update rules of a training config.
+    ) -> "StepConfig":
+        """The step of a training config.
 
         Args:
           config: a training config.
-          embedding_norm: the embeddings' normalisation with its statistics (from the training
-            split or a checkpoint's meta); None for the config's `model.text_scale`, which is
-            all a config with `data.embedding_norm='scale'` needs.
+          embedding_norm: the embeddings' normalisation (`generation.Generators.from_config`).
         """
-        model, stage, train = config.model, config.stage, config.train
+        model, train = config.model, config.train
         stage1_bn = config.get("stage1_bn", "batch")
-        if stage1_bn not in ("batch", "running"):
-            raise ValueError(f"stage1_bn must be 'batch' or 'running', got {stage1_bn!r}")
-        if embedding_norm is None:
-            if embedding_norm_lib.mode_of(config) != "scale":
-                raise ValueError(
-                    "data.embedding_norm='standardize' needs the training split's statistics"
-                )
-            embedding_norm = embedding_norm_lib.scaled(model.get("text_scale", 1.0))
+        generation.check_stage1_bn(stage1_bn)
         gan_loss = train.get("gan_loss", "bce")
         losses.check_gan_loss(gan_loss)
         augment = tuple(train.get("augment", ()))
         augment_lib.check_policies(augment)
         return cls(
-            generator=models.generator(model, stage),
-            discriminator=models.discriminator(model, stage),
-            stage1_generator=models.stage1_generator(model) if stage == 2 else None,
-            arch=model.arch,
-            stage=stage,
-            z_dim=model.z_dim,
-            condition_dim=model.condition_dim,
+            generators=generation.Generators.from_config(config, embedding_norm),
+            discriminator=models.discriminator(model, config.stage),
             kl_coeff=train.kl_coeff,
-            embedding_norm=embedding_norm,
-            stage1_batch_stats=stage1_bn == "batch",
+            stage1_bn=stage1_bn,
             seed=config.seed,
             gan_loss=gan_loss,
             ma_gp_weight=train.get("ma_gp_weight", 0.0),
@@ -117,26 +109,15 @@ class Networks:
             ),
         )
 
+    @property
+    def arch(self) -> str:
+        """'tf' or 'pytorch'."""
+        return self.generators.arch
 
-class Noise(NamedTuple):
-    """One generator pass's noise: z (the Stage-I generator's), and CA ε of each stage."""
-
-    z: Array
-    ca: Array
-    stage1_ca: Array | None
-
-
-def sample_noise(nets: Networks, key: Array, batch: int) -> Noise:
-    """Draws the noise of one generator pass with each architecture's distributions."""
-    z_key, ca_key, stage1_key = jax.random.split(key, 3)
-    stage1_ca = None
-    if nets.stage == 2:
-        stage1_ca = sample_ca_noise(stage1_key, batch, nets.condition_dim, nets.arch)
-    return Noise(
-        sample_z(z_key, batch, nets.z_dim),
-        sample_ca_noise(ca_key, batch, nets.condition_dim, nets.arch),
-        stage1_ca,
-    )
+    @property
+    def stage(self) -> int:
+        """1 or 2."""
+        return self.generators.stage
 
 
 def _apply(module: nn.Module, variables: Any, *args: Any, method: str | None = None) -> Any:
@@ -148,52 +129,48 @@ def _apply(module: nn.Module, variables: Any, *args: Any, method: str | None = N
     return out, updates.get("batch_stats", {})
 
 
-def stage1_images(
-    nets: Networks, stage1_variables: Any, embedding: Array, noise: Noise, train_bn: bool
-) -> tuple[Array, Any]:
-    """The frozen Stage-I generator's 64×64 images (no gradient) and its updated variables."""
-    inputs = (embedding, noise.z, noise.stage1_ca)
-    if not train_bn:
-        images, _, _ = nets.stage1_generator.apply(stage1_variables, *inputs, train=False)
-        return jax.lax.stop_gradient(images), stage1_variables
-    (images, _, _), stats = _apply(nets.stage1_generator, stage1_variables, *inputs)
-    return jax.lax.stop_gradient(images), {**stage1_variables, "batch_stats": stats}
-
-
-def _generator_inputs(nets: Networks, stage1_image: Array | None, embedding: Array, noise: Noise):
-    if nets.stage == 1:
+def _generator_inputs(
+    step_config: StepConfig, stage1_image: Array | None, embedding: Array, noise: generation.Noise
+):
+    if step_config.stage == 1:
         return embedding, noise.z, noise.ca
     return stage1_image, embedding, noise.ca
 
 
 def _generator_forward(
-    nets: Networks, state: GANState, embedding: Array, noise: Noise, stage1_variables: Any
+    step_config: StepConfig,
+    state: GANState,
+    embedding: Array,
+    noise: generation.Noise,
+    stage1_variables: Any,
 ) -> tuple[Callable[[Any], Any], tuple[Array, ...], Any]:
     """G's forward as a function of its params, its inputs, and the Stage-I variables after it."""
     stage1_image = None
-    if nets.stage == 2:
-        stage1_image, stage1_variables = stage1_images(
-            nets, stage1_variables, embedding, noise, nets.stage1_batch_stats
+    if step_config.stage == 2:
+        stage1_image, stage1_variables = generation.stage1_images(
+            step_config.generators, stage1_variables, embedding, noise, step_config.stage1_bn
         )
-    inputs = _generator_inputs(nets, stage1_image, embedding, noise)
+    inputs = _generator_inputs(step_config, stage1_image, embedding, noise)
     stats = state.generator.batch_stats
 
     def forward(params: Any) -> tuple[tuple[Array, Array, Array], Any]:
-        return _apply(nets.generator, {"params": params, "batch_stats": stats}, *inputs)
+        return _apply(
+            step_config.generators.generator, {"params": params, "batch_stats": stats}, *inputs
+        )
 
     return forward, inputs, stage1_variables
 
 
-def _d_condition(nets: Networks, embedding: Array, mu: Array) -> Array:
+def _d_condition(step_config: StepConfig, embedding: Array, mu: Array) -> Array:
     """D's condition: the raw embedding (`tf`) or G's CA mean, detached (`pytorch`)."""
-    return embedding if nets.arch == "tf" else jax.lax.stop_gradient(mu)
+    return embedding if step_config.arch == "tf" else jax.lax.stop_gradient(mu)
 
 
 def _d_logits(
-    nets: Networks, params: Any, stats: Any, images: Array, condition: Array
+    step_config: StepConfig, params: Any, stats: Any, images: Array, condition: Array
 ) -> tuple[Array, Array | None, Array, Any]:
     """D on one set of images: (conditional logits, unconditional or None, features, stats)."""
-    d = nets.discriminator
+    d = step_config.discriminator
     features, stats = _apply(d, {"params": params, "batch_stats": stats}, images, method="encode")
     logits, stats = _apply(
         d,
@@ -208,35 +185,37 @@ def _d_logits(
     return logits, unconditional, features, stats
 
 
-def _augmented(nets: Networks, images: Array, key: Array, index: int) -> Array:
+def _augmented(step_config: StepConfig, images: Array, key: Array, index: int) -> Array:
     """`images` through the config's differentiable augmentation (draw `index` of `key`)."""
-    if not nets.augment:
+    if not step_config.augment:
         return images
-    return augment_lib.augment(images, jax.random.fold_in(key, index), nets.augment)
+    return augment_lib.augment(images, jax.random.fold_in(key, index), step_config.augment)
 
 
 def gradient_penalty(
-    nets: Networks, params: Any, stats: Any, images: Array, condition: Array
+    step_config: StepConfig, params: Any, stats: Any, images: Array, condition: Array
 ) -> Array:
     """DF-GAN's matching-aware gradient penalty of D at real images with their own text."""
 
     def summed_logits(images: Array, condition: Array) -> Array:
-        logits, _, _, _ = _d_logits(nets, params, stats, images, condition)
+        logits, _, _, _ = _d_logits(step_config, params, stats, images, condition)
         return jnp.sum(logits)
 
     image_grads, condition_grads = jax.grad(summed_logits, argnums=(0, 1))(images, condition)
-    return losses.matching_aware_penalty(image_grads, condition_grads, nets.ma_gp_weight)
+    return losses.matching_aware_penalty(image_grads, condition_grads, step_config.ma_gp_weight)
 
 
 # XMC-GAN's temperature of the contrastive loss.
 CONTRASTIVE_TEMPERATURE = 0.1
 
 
-def contrastive_term(nets: Networks, params: Any, features: Array, condition: Array) -> Array:
+def contrastive_term(
+    step_config: StepConfig, params: Any, features: Array, condition: Array
+) -> Array:
     """The image–sentence contrastive loss of D's features and condition (0 when off)."""
-    if not nets.contrastive_weight:
+    if not step_config.contrastive_weight:
         return jnp.zeros((), jnp.float32)
-    image, text = nets.discriminator.apply(
+    image, text = step_config.discriminator.apply(
         {"params": params}, features, condition, method="contrastive_embeddings"
     )
     return losses.contrastive_loss(image, text, CONTRASTIVE_TEMPERATURE)
@@ -253,7 +232,7 @@ class DiscriminatorGradients(NamedTuple):
 
 
 def discriminator_gradients(
-    nets: Networks,
+    step_config: StepConfig,
     discriminator: NetState,
     batch: Batch,
     fake: Array,
@@ -263,81 +242,88 @@ def discriminator_gradients(
     """Gradients of the D loss w.r.t. D's params, the loss terms, and D's new batch_stats.
 
     Args:
-      nets: the step's networks.
+      step_config: the step's networks.
       discriminator: D's state.
       batch: `image` (and `wrong_image` for `tf`) of the real data.
       fake: generated images (treated as constants).
       condition: D's condition for the batch (see `_d_condition`).
-      augment_key: the key of this update's augmentations (used only if `nets.augment`).
+      augment_key: the key of this update's augmentations (used only if `step_config.augment`).
     """
     fake = jax.lax.stop_gradient(fake)
-    real_images = _augmented(nets, batch["image"], augment_key, 0)
-    fake = _augmented(nets, fake, augment_key, 1)
+    real_images = _augmented(step_config, batch["image"], augment_key, 0)
+    fake = _augmented(step_config, fake, augment_key, 1)
 
     def loss_fn(params: Any) -> tuple[Array, tuple[losses.DiscriminatorLoss, Any, Array, Array]]:
         stats = discriminator.batch_stats
-        real, real_u, real_features, stats = _d_logits(nets, params, stats, real_images, condition)
-        if nets.arch == "tf":
-            wrong_images = _augmented(nets, batch["wrong_image"], augment_key, 2)
-            wrong, _, _, stats = _d_logits(nets, params, stats, wrong_images, condition)
+        real, real_u, real_features, stats = _d_logits(
+            step_config, params, stats, real_images, condition
+        )
+        if step_config.arch == "tf":
+            wrong_images = _augmented(step_config, batch["wrong_image"], augment_key, 2)
+            wrong, _, _, stats = _d_logits(step_config, params, stats, wrong_images, condition)
         else:
+            # StackGAN-Pytorch's mismatched pairs: real features [0..B-2] with conditions
+            # [1..B-1], made here because they reuse D's encoding of the real images (`tf`'s
+            # wrong images come from the input pipeline; see `input_pipeline.make_dataset`).
             wrong, stats = _apply(
-                nets.discriminator,
+                step_config.discriminator,
                 {"params": params, "batch_stats": stats},
                 real_features[:-1],
                 condition[1:],
                 method="conditional_logits",
             )
-        fake_logits, fake_u, _, stats = _d_logits(nets, params, stats, fake, condition)
+        fake_logits, fake_u, _, stats = _d_logits(step_config, params, stats, fake, condition)
         loss = losses.discriminator_loss(
-            real, wrong, fake_logits, real_u, fake_u, kind=nets.gan_loss
+            real, wrong, fake_logits, real_u, fake_u, kind=step_config.gan_loss
         )
         penalty = jnp.zeros((), jnp.float32)
-        if nets.ma_gp_weight:
+        if step_config.ma_gp_weight:
             penalty = gradient_penalty(
-                nets, params, discriminator.batch_stats, real_images, condition
+                step_config, params, discriminator.batch_stats, real_images, condition
             )
-        contrastive = contrastive_term(nets, params, real_features, condition)
-        total = loss.total + penalty + nets.contrastive_weight * contrastive
+        contrastive = contrastive_term(step_config, params, real_features, condition)
+        total = loss.total + penalty + step_config.contrastive_weight * contrastive
         return total, (loss, stats, penalty, contrastive)
 
     grads, aux = jax.grad(loss_fn, has_aux=True)(discriminator.params)
     return DiscriminatorGradients(grads, *aux)
 
 
-class GeneratorLoss(NamedTuple):
-    """The G loss and its terms (the contrastive one 0 where off)."""
-
-    total: Array
-    adversarial: Array
-    kl: Array
-    contrastive: Array = 0.0
-
-
-def generator_loss(
-    nets: Networks,
+def generator_objective(
+    step_config: StepConfig,
     d_params: Any,
     d_stats: Any,
     outputs: tuple[Array, Array, Array],
     embedding: Array,
     augment_key: Array | None = None,
-) -> tuple[Array, tuple[GeneratorLoss, Any]]:
-    """G loss of generator outputs (fake, μ, log σ²) against D: adversarial + kl_coeff · KL.
+) -> tuple[Array, tuple[losses.GeneratorLoss, Any]]:
+    """G's loss (`losses.generator_loss`) of generator outputs (fake, μ, log σ²) against D.
 
-    With `nets.augment`, D sees the fake through the augmentation drawn from `augment_key`.
+    With `step_config.augment`, D sees the fake through the augmentation drawn from `augment_key`.
+
+    Returns:
+      (the total, (the loss terms, D's batch_stats after the pass)).
     """
     fake, mu, logvar = outputs
-    condition = _d_condition(nets, embedding, mu)
-    fake = _augmented(nets, fake, augment_key, 0)
-    logits, unconditional, features, d_stats = _d_logits(nets, d_params, d_stats, fake, condition)
-    adversarial = losses.generator_adversarial_loss(logits, unconditional, kind=nets.gan_loss)
-    kl = losses.kl_loss(mu, logvar)
-    total = adversarial + nets.kl_coeff * kl
-    if nets.contrastive_weight:
-        contrastive = contrastive_term(nets, d_params, features, condition)
-        total = total + nets.contrastive_weight * contrastive
-        return total, (GeneratorLoss(total, adversarial, kl, contrastive), d_stats)
-    return total, (GeneratorLoss(total, adversarial, kl), d_stats)
+    condition = _d_condition(step_config, embedding, mu)
+    fake = _augmented(step_config, fake, augment_key, 0)
+    logits, unconditional, features, d_stats = _d_logits(
+        step_config, d_params, d_stats, fake, condition
+    )
+    contrastive = None
+    if step_config.contrastive_weight:
+        contrastive = contrastive_term(step_config, d_params, features, condition)
+    loss = losses.generator_loss(
+        logits,
+        unconditional,
+        mu,
+        logvar,
+        kl_coeff=step_config.kl_coeff,
+        kind=step_config.gan_loss,
+        contrastive=contrastive,
+        contrastive_weight=step_config.contrastive_weight,
+    )
+    return loss.total, (loss, d_stats)
 
 
 # Name scope of the optimiser updates in the HLO ops' `op_name` metadata (for profiles).
@@ -363,17 +349,17 @@ def ema_decay_at(decay: float, step: Array) -> Array:
 
 
 def update_ema(
-    nets: Networks, average: Any, params: Any, step: Array, inputs: tuple[Array, ...]
+    step_config: StepConfig, average: Any, params: Any, step: Array, inputs: tuple[Array, ...]
 ) -> Any:
     """One update of the generator's moving average, weights and BatchNorm statistics.
 
-    The weights: a ← d·a + (1 − d)·θ with d = `ema_decay_at(nets.ema_decay, step)`. The
+    The weights: a ← d·a + (1 − d)·θ with d = `ema_decay_at(step_config.ema_decay, step)`. The
     BatchNorm running averages must be those of the averaged network (its activations differ
     from the trained network's), so the averaged generator runs once in training mode on this
     step's inputs and keeps its own running-average update; its output is discarded.
 
     Args:
-      nets: the step's networks.
+      step_config: the step's networks.
       average: the average's `{'params', 'batch_stats'}`.
       params: the generator's parameters after this step's update.
       step: this update's index.
@@ -382,15 +368,15 @@ def update_ema(
     Returns:
       The new `{'params', 'batch_stats'}` of the average.
     """
-    decay = ema_decay_at(nets.ema_decay, step)
+    decay = ema_decay_at(step_config.ema_decay, step)
     new_params = optax.incremental_update(params, average["params"], 1.0 - decay)
     variables = {"params": new_params, "batch_stats": average["batch_stats"]}
-    _, stats = _apply(nets.generator, variables, *inputs)
+    _, stats = _apply(step_config.generators.generator, variables, *inputs)
     return {"params": new_params, "batch_stats": stats}
 
 
 def train_step(
-    nets: Networks,
+    step_config: StepConfig,
     optimizer: optax.GradientTransformation | Optimizers,
     state: GANState,
     batch: Batch,
@@ -398,7 +384,7 @@ def train_step(
     """One iteration: a D update, then a G update against the updated D.
 
     Args:
-      nets: the step's networks (static).
+      step_config: the step's networks (static).
       optimizer: the optimiser of both networks, or `Optimizers` with one each (static).
       state: the training state.
       batch: `image` [B, S, S, 3] in [-1, 1], `embedding` [B, text_dim], and for `tf`
@@ -408,24 +394,31 @@ def train_step(
       The new state and scalar metrics.
     """
     optimizers = as_optimizers(optimizer)
-    embedding = nets.embedding_norm(batch["embedding"])
+    embedding = step_config.generators.embedding_norm(batch["embedding"])
     batch_size = embedding.shape[0]
-    d_key, g_key = jax.random.split(jax.random.fold_in(jax.random.key(nets.seed), state.step))
+    d_key, g_key = jax.random.split(
+        jax.random.fold_in(jax.random.key(step_config.seed), state.step)
+    )
     # Augmentation keys apart from the noise keys, so that the noise is the same with or without.
     d_augment_key, g_augment_key = (jax.random.fold_in(k, 1) for k in (d_key, g_key))
 
     # D update on a fake made for it.
-    noise = sample_noise(nets, d_key, batch_size)
+    noise = generation.sample_noise(step_config.generators, d_key, batch_size)
     forward, g_inputs, stage1_variables = _generator_forward(
-        nets, state, embedding, noise, state.stage1_generator
+        step_config, state, embedding, noise, state.stage1_generator
     )
-    if nets.arch == "tf":
+    if step_config.arch == "tf":
         outputs, g_stats = forward(state.generator.params)
     else:
         outputs, pull_back, g_stats = jax.vjp(forward, state.generator.params, has_aux=True)
     fake, mu, _ = outputs
     d_result = discriminator_gradients(
-        nets, state.discriminator, batch, fake, _d_condition(nets, embedding, mu), d_augment_key
+        step_config,
+        state.discriminator,
+        batch,
+        fake,
+        _d_condition(step_config, embedding, mu),
+        d_augment_key,
     )
     d_loss = d_result.loss
     discriminator = _update(
@@ -433,20 +426,20 @@ def train_step(
     )
 
     # G update against the updated D.
-    if nets.arch == "tf":
+    if step_config.arch == "tf":
         generator = state.generator.replace(batch_stats=g_stats)
         forward, g_inputs, stage1_variables = _generator_forward(
-            nets,
+            step_config,
             state.replace(generator=generator),
             embedding,
-            sample_noise(nets, g_key, batch_size),
+            generation.sample_noise(step_config.generators, g_key, batch_size),
             stage1_variables,
         )
 
         def loss_fn(params: Any) -> tuple[Array, Any]:
             outputs, g_stats = forward(params)
-            total, aux = generator_loss(
-                nets,
+            total, aux = generator_objective(
+                step_config,
                 discriminator.params,
                 discriminator.batch_stats,
                 outputs,
@@ -458,8 +451,13 @@ def train_step(
         g_grads, ((g_loss, d_stats), g_stats) = jax.grad(loss_fn, has_aux=True)(generator.params)
     else:
         output_grads, (g_loss, d_stats) = jax.grad(
-            lambda o: generator_loss(
-                nets, discriminator.params, discriminator.batch_stats, o, embedding, g_augment_key
+            lambda o: generator_objective(
+                step_config,
+                discriminator.params,
+                discriminator.batch_stats,
+                o,
+                embedding,
+                g_augment_key,
             ),
             has_aux=True,
         )(outputs)
@@ -467,7 +465,9 @@ def train_step(
     generator = _update(optimizers.generator, state.generator, g_grads, g_stats)
     generator_ema = state.generator_ema
     if generator_ema is not None:
-        generator_ema = update_ema(nets, generator_ema, generator.params, state.step, g_inputs)
+        generator_ema = update_ema(
+            step_config, generator_ema, generator.params, state.step, g_inputs
+        )
 
     new_state = GANState(
         step=state.step + 1,
@@ -485,47 +485,12 @@ def train_step(
         "g_adversarial": g_loss.adversarial,
         "kl": g_loss.kl,
     }
-    if nets.discriminator.unconditional_head is not None:
+    if step_config.discriminator.unconditional_head is not None:
         metrics["d_real_unconditional"] = d_loss.real_unconditional
         metrics["d_fake_unconditional"] = d_loss.fake_unconditional
-    if nets.ma_gp_weight:
+    if step_config.ma_gp_weight:
         metrics["d_gradient_penalty"] = d_result.gradient_penalty
-    if nets.contrastive_weight:
+    if step_config.contrastive_weight:
         metrics["d_contrastive"] = d_result.contrastive
         metrics["g_contrastive"] = g_loss.contrastive
     return new_state, metrics
-
-
-def generate(
-    nets: Networks, state: GANState, embedding: Array, noise: Noise
-) -> tuple[Array, Array | None]:
-    """Images for `embedding` with inference-mode BatchNorm (the stored running averages).
-
-    `embedding` is as the dataset stores it; `nets.embedding_norm` is applied here, as in
-    training. The generator's moving average is used when the state keeps one.
-
-    Returns:
-      (64×64 images, 256×256 images or None), in [-1, 1]. In Stage-II the 64×64 images are the
-      frozen Stage-I generator's.
-    """
-    embedding = nets.embedding_norm(embedding)
-    variables = state.generator.variables
-    if state.generator_ema is not None:
-        variables = state.generator_ema
-    if nets.stage == 1:
-        images, _, _ = nets.generator.apply(variables, embedding, noise.z, noise.ca, train=False)
-        return images, None
-    low, _ = stage1_images(nets, state.stage1_generator, embedding, noise, train_bn=False)
-    high, _, _ = nets.generator.apply(variables, low, embedding, noise.ca, train=False)
-    return low, high
-
-
-def generate_from_key(
-    nets: Networks, state: GANState, embedding: Array, key: Array
-) -> tuple[Array, Array | None]:
-    """`generate` with the noise drawn from `key` by `sample_noise`.
-
-    Sampling and evaluation draw their noise this way, inside the jitted function, so a key and
-    embeddings give the same images from a checkpoint as from the training state it saved.
-    """
-    return generate(nets, state, embedding, sample_noise(nets, key, len(embedding)))

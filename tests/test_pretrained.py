@@ -28,7 +28,7 @@ from test_torch_parity import apply_train, nhwc
 
 from configs import stage1 as stage1_configs
 from configs import stage2 as stage2_configs
-from stackgan_jax import checkpointing, inference, parallel, steps, train
+from stackgan_jax import checkpointing, generation, inference, parallel, train
 from stackgan_jax import state as state_lib
 from stackgan_jax.data.safe_pickle import UnsafePickleError
 from stackgan_jax.pretrained import ConversionError, convert, release_step, stackgan_pytorch
@@ -250,7 +250,7 @@ def test_pytorch_stage1_release_reproduces_the_torch_outputs(pytorch_releases, p
     model = inference.load(workdir)
     assert model.step == 10 and model.stage == 1 and model.text_encoder == "char_cnn_rnn"
     inputs = parity["s1_in.embedding"], parity["s1_in.z"], parity["s1_in.eps"]
-    net = steps.Networks.from_config(config).generator
+    net = generation.Generators.from_config(config).generator
     (fake, mu, logvar), _ = apply_train(net, model.generator, *inputs)
     np.testing.assert_allclose(fake, nhwc(parity["s1_out.fake"]), **TOLERANCE)
     np.testing.assert_allclose(mu, parity["s1_out.mu"], **TOLERANCE)
@@ -261,10 +261,10 @@ def test_pytorch_stage2_release_reproduces_the_torch_outputs(pytorch_releases, p
     config, _, _, workdir = pytorch_releases[2]
     model = inference.load(workdir)
     assert model.step == 20 and model.stage == 2
-    nets = steps.Networks.from_config(config)
+    generators = generation.Generators.from_config(config)
     embedding = parity["s2_in.embedding"]
     (low, _, _), _ = apply_train(
-        nets.stage1_generator,
+        generators.stage1_generator,
         model.stage1_generator,
         embedding,
         parity["s2_in.z"],
@@ -273,7 +273,7 @@ def test_pytorch_stage2_release_reproduces_the_torch_outputs(pytorch_releases, p
     np.testing.assert_allclose(low, nhwc(parity["s2_out.stage1_fake"]), **TOLERANCE)
     # Stage-II is fed the reference's own Stage-I image, so each network is checked on its own.
     (high, mu, _), _ = apply_train(
-        nets.generator,
+        generators.generator,
         model.generator,
         nhwc(parity["s2_out.stage1_fake"]),
         embedding,
@@ -300,7 +300,7 @@ def test_pytorch_workdir_generates_what_the_mapped_weights_do(pytorch_releases, 
     embedding = np.random.default_rng(stage).normal(size=(3, 1024)).astype(np.float32)
     key = jax.random.key(7)
     got = inference.generate(model, embedding, key)
-    want = model.generate_fn(generator, stage1_generator, embedding, key)
+    want = model.jitted_generate(generator, stage1_generator, embedding, key)
     for got_images, want_images in zip(got, want, strict=True):
         np.testing.assert_array_equal(got_images, want_images)
 
@@ -543,7 +543,7 @@ def test_tf_release_generates_what_the_reference_graph_does(tf_release):
     key = jax.random.key(3)
     low, high = inference.generate(model, embedding, key)
     # The noise inference.generate draws from `key`, fed to the reference.
-    noise = steps.sample_noise(steps.Networks.from_config(config), key, len(embedding))
+    noise = generation.sample_noise(generation.Generators.from_config(config), key, len(embedding))
     z, eps1, eps2 = (np.asarray(x) for x in (noise.z, noise.stage1_ca, noise.ca))
     want_low = reference_stage1(variables, TF_GF, embedding, z, eps1)
     want_high = reference_stage2(variables, TF_GF, want_low, embedding, eps2)

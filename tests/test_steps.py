@@ -11,7 +11,7 @@ import pytest
 
 from configs import stage1 as stage1_configs
 from configs import stage2 as stage2_configs
-from stackgan_jax import models, parallel, steps
+from stackgan_jax import generation, models, parallel, steps
 from stackgan_jax import state as state_lib
 
 BATCH = 8
@@ -61,7 +61,7 @@ def run_step(config, optimizer, mesh, batch, stage1_variables=None):
     )
     initial = jax.device_get(state)
     step = jax.jit(
-        functools.partial(steps.train_step, steps.Networks.from_config(config), optimizer),
+        functools.partial(steps.train_step, steps.StepConfig.from_config(config), optimizer),
         in_shardings=(replicated, parallel.batch_sharded(mesh)),
         out_shardings=(replicated, replicated),
     )
@@ -91,13 +91,13 @@ def forward(module, variables, *args, method=None):
 def reference_gradients(config, initial, batch):
     """D and G gradients by the reference's formulas, D's taken at the initial state and G's
     against D after one SGD step (lr LR) — what the step must compute."""
-    nets = steps.Networks.from_config(config)
-    g, d = nets.generator, nets.discriminator
+    step_config = steps.StepConfig.from_config(config)
+    g, d = step_config.generators.generator, step_config.discriminator
     g_vars, d_vars = initial.generator.variables, initial.discriminator.variables
     key = jax.random.fold_in(jax.random.key(config.seed), 0)
     d_key, g_key = jax.random.split(key)
     emb, real = batch["embedding"], batch["image"]
-    noise = steps.sample_noise(nets, d_key, BATCH)
+    noise = generation.sample_noise(step_config.generators, d_key, BATCH)
     fake, mu, logvar = forward(g, g_vars, emb, noise.z, noise.ca)
 
     if config.model.arch == "tf":
@@ -126,7 +126,7 @@ def reference_gradients(config, initial, batch):
 
     if config.model.arch == "tf":
         # G update: fresh noise, a new G pass, TF's KL form −log σ + ½(−1 + σ² + μ²), ×2.
-        g_noise = steps.sample_noise(nets, g_key, BATCH)
+        g_noise = generation.sample_noise(step_config.generators, g_key, BATCH)
 
         def g_loss(params):
             fake, mu, logvar = forward(g, {**g_vars, "params": params}, emb, g_noise.z, g_noise.ca)
@@ -240,18 +240,29 @@ def test_text_scale_multiplies_the_embedding_in_training_and_generation():
     config = debug_config("tf")
     batch = make_batch(config)
     scaled = debug_config("tf")
-    scaled.model.text_scale = 3.0
+    scaled.data.text_scale = 3.0
     _, new, metrics = run_step(scaled, recording(optax.sgd(LR)), one_device_mesh(), batch)
     batch["embedding"] = batch["embedding"] * 3.0
     _, want_new, want_metrics = run_step(config, recording(optax.sgd(LR)), one_device_mesh(), batch)
     for name in metrics:
         np.testing.assert_allclose(metrics[name], want_metrics[name], rtol=1e-6, err_msg=name)
     assert_trees_close(new.generator.opt_state[1], want_new.generator.opt_state[1])
-    nets, want_nets = steps.Networks.from_config(scaled), steps.Networks.from_config(config)
-    noise = steps.sample_noise(nets, jax.random.key(0), BATCH)
+    step_config, want_step_config = (
+        steps.StepConfig.from_config(scaled),
+        steps.StepConfig.from_config(config),
+    )
+    noise = generation.sample_noise(step_config.generators, jax.random.key(0), BATCH)
     embedding = jnp.asarray(batch["embedding"]) / 3.0
-    images, _ = steps.generate(nets, new, embedding, noise)
-    want, _ = steps.generate(want_nets, new, embedding * 3.0, noise)
+    images, _ = generation.generate(
+        step_config.generators, new.sampling_generator, new.stage1_generator, embedding, noise
+    )
+    want, _ = generation.generate(
+        want_step_config.generators,
+        new.sampling_generator,
+        new.stage1_generator,
+        embedding * 3.0,
+        noise,
+    )
     np.testing.assert_allclose(images, want, rtol=1e-5, atol=1e-6)
 
 
@@ -292,8 +303,8 @@ def test_bfloat16_training_tracks_float32(arch):
     train_step = {}
     for dtype in ("float32", "bfloat16"):
         config.model.dtype = dtype
-        nets = steps.Networks.from_config(config)
-        train_step[dtype] = jax.jit(functools.partial(steps.train_step, nets, optimizer))
+        step_config = steps.StepConfig.from_config(config)
+        train_step[dtype] = jax.jit(functools.partial(steps.train_step, step_config, optimizer))
 
     def run(dtype, state, batch, num_steps):
         """The first step's raw (D, G) gradients, the metrics of each step, the last state."""

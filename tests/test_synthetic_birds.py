@@ -80,7 +80,7 @@ def test_split_is_class_disjoint_and_covers_every_value():
 
 def test_generation_is_deterministic_and_order_free():
     def first_examples():
-        return list(itertools.islice(sb.generate("test", images_per_species=3, seed=5), 8))
+        return list(itertools.islice(sb.split_examples("test", images_per_species=3, seed=5), 8))
 
     examples = first_examples()
     for a, b in zip(examples, first_examples(), strict=True):
@@ -104,7 +104,7 @@ def test_generation_is_deterministic_and_order_free():
 
 @pytest.fixture(scope="module")
 def train_examples():
-    return list(itertools.islice(sb.generate("train", images_per_species=1, seed=0), 60))
+    return list(itertools.islice(sb.split_examples("train", images_per_species=1, seed=0), 60))
 
 
 def test_examples_match_their_species_and_captions_match_their_attributes(train_examples):
@@ -196,7 +196,7 @@ def test_bird_size_follows_the_size_attribute(train_examples):
 
 def test_unknown_split_is_an_error():
     with pytest.raises(ValueError, match="validation"):
-        next(sb.generate("validation"))
+        next(sb.split_examples("validation"))
 
 
 def test_caption_attributes_reads_back_every_template_and_value():

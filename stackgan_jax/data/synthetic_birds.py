@@ -251,7 +251,7 @@ def split_species(table: Sequence[Species], seed: int = 0) -> dict[str, list[Spe
     }
 
 
-def generate(
+def split_examples(
     split: str,
     images_per_species: int = DEFAULT_IMAGES_PER_SPECIES,
     seed: int = 0,
