@@ -17,11 +17,12 @@ from etils import epath
 from jax.experimental import multihost_utils
 from PIL import Image
 
-from stackgan_jax import checkpointing, evaluate, models, parallel, steps, visualize
+from stackgan_jax import checkpointing, generation, models, parallel, steps, visualize
 from stackgan_jax import embedding_norm as embedding_norm_lib
 from stackgan_jax import state as state_lib
 from stackgan_jax.data import input_pipeline
 from stackgan_jax.data import source as source_lib
+from stackgan_jax.evaluation import evaluator as evaluator_lib
 
 # Held-out captions shown in the periodic sample grids (one column each).
 NUM_SAMPLE_CAPTIONS = 8
@@ -92,13 +93,13 @@ def abstract_state(
 
 
 def _sample_inputs(
-    nets: steps.Networks, test_source: Any, seed: int
-) -> tuple[jax.Array, steps.Noise, list[str]]:
+    generators: generation.Generators, test_source: Any, seed: int
+) -> tuple[jax.Array, generation.Noise, list[str]]:
     """Fixed held-out captions (the first caption of the first test images) and fixed noise."""
     count = min(NUM_SAMPLE_CAPTIONS, len(test_source.embeddings))
     embedding = jnp.asarray(test_source.embeddings[:count, 0])
     captions = [c[0] for c in test_source.captions[:count]]
-    noise = steps.sample_noise(nets, jax.random.key(seed + 1), count)
+    noise = generation.sample_noise(generators, jax.random.key(seed + 1), count)
     return embedding, noise, captions
 
 
@@ -122,31 +123,26 @@ def _write_samples(
 
 def _make_evaluator(
     config: ml_collections.ConfigDict, test_source: source_lib.ArraySource, workdir: str
-) -> evaluate.Evaluator | None:
-    """The evaluator of `config.eval_*`, with its networks loaded; None if evaluation is off."""
-    if config.eval_every_steps <= 0:
+) -> evaluator_lib.Evaluator | None:
+    """The evaluator of `config.eval`, with its networks loaded; None if evaluation is off."""
+    if config.eval.every_steps <= 0:
         return None
-    return evaluate.make_evaluator(
-        config.eval_metrics,
+    return evaluator_lib.make_evaluator(
+        config.eval,
         test_source,
         dataset=config.data.dataset,
         stage=config.stage,
-        num_samples=config.eval_num_samples,
-        batch_size=config.eval_batch_size,
         # The noise of `evaluate --seed=<config.seed>`, so the CLI reproduces these numbers.
         seed=config.seed,
         workdir=workdir,
-        ref_stats=config.eval_ref_stats,
-        fid_weights=config.eval_fid_weights,
-        inception_checkpoint=config.eval_inception_checkpoint,
     )
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state_lib.GANState:
     """Trains the stage `config.stage` describes, resuming from `workdir` if it has checkpoints.
 
-    Every `config.eval_every_steps` steps (if > 0) it also evaluates the current generator on
-    the test captions (`config.eval_*`, the metrics of `stackgan_jax.evaluate`).
+    Every `config.eval.every_steps` steps (if > 0) it also evaluates the current generator on
+    the test captions (`config.eval`, the metrics of `stackgan_jax.evaluate`).
 
     Args:
       config: a training config (`configs/stage1.py` or `configs/stage2.py`).
@@ -156,7 +152,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
       The final state.
     """
     train_config = config.train
-    parallel.check_global_batch(train_config.global_batch_size)
     mesh = parallel.make_mesh()
     replicated = parallel.replicated(mesh)
     writer = metric_writers.create_default_writer(
@@ -188,7 +183,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
     # State: resumed from this workdir, or fresh (Stage-II: around a restored Stage-I generator).
     optimizer = state_lib.make_optimizers(train_config, steps_per_epoch)
     embedding_norm = embedding_norm_lib.from_source(config, train_source)
-    nets = steps.Networks.from_config(config, embedding_norm)
+    step_config = steps.StepConfig.from_config(config, embedding_norm)
+    generators = step_config.generators
     extra_meta: dict[str, Any] = {"data_process_count": jax.process_count()}
     if embedding_norm.mode != "scale":
         # Scaling is all in the config; standardising needs its statistics kept with the model.
@@ -229,18 +225,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
         parameter_overview.log_parameter_overview(state.discriminator.params, msg="Discriminator")
 
     train_step = jax.jit(
-        functools.partial(steps.train_step, nets, optimizer),
+        functools.partial(steps.train_step, step_config, optimizer),
         in_shardings=(replicated, parallel.batch_sharded(mesh)),
         out_shardings=(replicated, replicated),
         donate_argnums=(0,),
     )
-    generate = jax.jit(functools.partial(steps.generate, nets), out_shardings=replicated)
     # Replicated output: every process reads the whole images, computes the same metrics, and
     # process 0's writer records them (the others' only log).
+    generate = jax.jit(functools.partial(generation.generate, generators), out_shardings=replicated)
     generate_from_key = jax.jit(
-        functools.partial(steps.generate_from_key, nets), out_shardings=replicated
+        functools.partial(generation.generate_from_key, generators), out_shardings=replicated
     )
-    sample_embedding, sample_noise, sample_captions = _sample_inputs(nets, test_source, config.seed)
+    sample_embedding, sample_noise, sample_captions = _sample_inputs(
+        generators, test_source, config.seed
+    )
     g_rate, d_rate = state_lib.learning_rates(train_config)
     schedules = {
         "learning_rate": state_lib.learning_rate_schedule(train_config, steps_per_epoch, g_rate)
@@ -312,7 +310,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
                 pending = (step, {**metrics, **rates, "images_per_second": rate})
             if step % config.sample_every_steps == 0 or step == num_steps:
                 with report.timed("sample"):
-                    images = generate(state, sample_embedding, sample_noise)
+                    images = generate(
+                        state.sampling_generator,
+                        state.stage1_generator,
+                        sample_embedding,
+                        sample_noise,
+                    )
                     _write_samples(writer, workdir, step, images, sample_captions)
             preempted = stop.signal is not None or manager.reached_preemption(step)
             if step % config.checkpoint_every_steps == 0 or step == num_steps or preempted:
@@ -321,12 +324,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
                 logging.warning("Stopping at step %d after saving a checkpoint.", step)
                 break
             # After the save, so that a preempted run does not spend its grace period evaluating.
-            if evaluator is not None and step % config.eval_every_steps == 0:
+            if evaluator is not None and step % config.eval.every_steps == 0:
                 with report.timed("eval"):
                     images = evaluator.generate_images(
-                        functools.partial(generate_from_key, state), progress=False
+                        functools.partial(
+                            generate_from_key, state.sampling_generator, state.stage1_generator
+                        ),
+                        progress=False,
                     )
-                    writer.write_scalars(step, evaluate.scalars(evaluator.score(images)))
+                    writer.write_scalars(step, evaluator_lib.scalars(evaluator.score(images)))
     if pending is not None:
         logged = jax.device_get(pending[1])
         _check_finite(pending[0], logged, workdir)

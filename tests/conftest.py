@@ -23,6 +23,7 @@ import pytest  # noqa: E402
 
 from configs import stage1 as stage1_configs  # noqa: E402
 from configs import stage2 as stage2_configs  # noqa: E402
+from stackgan_jax.evaluation import config as evaluation_config  # noqa: E402
 
 # Tests compare numbers computed on different paths; full float32 matmul precision everywhere.
 jax.config.update("jax_default_matmul_precision", "highest")
@@ -32,6 +33,13 @@ jax.config.update("jax_default_matmul_precision", "highest")
 
 # 2 species x 4 images per split: one global batch of 8 per epoch.
 DATASET = "synthetic_birds/4_per_species_2_species"
+
+
+def eval_config(metrics, **fields):
+    """`config.eval` as the `evaluate` CLI's defaults make it, with `metrics` and `fields`."""
+    config = evaluation_config.default_config()
+    config.update(metrics=tuple(metrics), **fields)
+    return config
 
 
 def debug_config(stage, data_dir, num_steps, **overrides):

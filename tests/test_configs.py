@@ -17,7 +17,7 @@ def test_every_preset_builds(module, name):
     assert config.name == name and config.stage == (1 if module is stage1 else 2)
     assert config.model.arch in ("tf", "pytorch")
     assert config.train.global_batch_size > 0
-    assert config.eval_every_steps == 0  # evaluation during training is opt-in
+    assert config.eval.every_steps == 0  # evaluation during training is opt-in
 
 
 def test_default_is_demo_and_reference_hyperparameters():

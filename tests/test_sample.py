@@ -11,13 +11,12 @@ import jax
 import numpy as np
 import pytest
 from absl import app
-from conftest import record_calls, stackgan_inception_score
+from conftest import eval_config, record_calls, stackgan_inception_score
 from PIL import Image
 
 from stackgan_jax import evaluate, inference, sample
-from stackgan_jax.data import source as source_lib
-from stackgan_jax.data import synthetic_birds
-from stackgan_jax.metrics import attribute_classifier, fid, inception
+from stackgan_jax.evaluation import fid as fid_evaluation
+from stackgan_jax.metrics import fid, inception
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTORCH_FID_RANDOM = os.path.join(REPOSITORY, "tests", "fixtures", "pytorch_fid_random.pth")
@@ -90,28 +89,11 @@ def test_sampling_errors_are_clear(stage1_run, tmp_path):
     assert "error:" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_attribute_accuracy_reads_the_attributes_captions_name(data_dir):
-    test = source_lib.load_split("synthetic_birds/4_per_species_2_species", "test", data_dir)
-    classifier = attribute_classifier.load_classifier()
-    real = attribute_classifier.center_crop(test.images_small, 64)
-    captions = [c[0] for c in test.captions]
-    scores = evaluate.attribute_accuracy(classifier, real, captions)
-    # Real birds with their own captions: as good as the classifier on real renders.
-    assert scores["body_colour"] >= 0.9
-    # The same birds under captions of other birds mostly disagree.
-    shuffled = captions[1:] + captions[:1]
-    wrong = evaluate.attribute_accuracy(classifier, real, shuffled)
-    assert wrong["body_colour"] < scores["body_colour"]
-    # A direct count for one attribute.
-    predicted = attribute_classifier.predict(classifier, real)["body_colour"]
-    named = [synthetic_birds.caption_attributes(c).get("body_colour") for c in captions]
-    rows = [i for i, value in enumerate(named) if value is not None]
-    assert scores["body_colour"] == pytest.approx(np.mean([predicted[i] == named[i] for i in rows]))
-
-
 def test_evaluate_writes_a_report_with_the_real_image_ceiling_and_fid(stage1_run, data_dir):
     _, workdir, _ = stage1_run
-    report = evaluate.evaluate(workdir, ["attributes", "fid"], num_samples=12, batch_size=8)
+    report = evaluate.evaluate(
+        workdir, eval_config(["attributes", "fid"], num_samples=12, batch_size=8)
+    )
     assert report["num_samples"] == 12 and report["step"] == 4
     scores = report["attributes"]
     assert set(scores) == {"stage1", "real"}
@@ -135,12 +117,14 @@ def test_evaluate_reads_pytorch_fids_file_for_fid_and_the_imagenet_score(
     with pytest.warns(UserWarning, match="not comparable"):  # random weights, not the release
         report = evaluate.evaluate(
             workdir,
-            ["fid", "is"],
-            num_samples=12,
-            batch_size=8,
+            eval_config(
+                ["fid", "is"],
+                num_samples=12,
+                batch_size=8,
+                fid_weights=PYTORCH_FID_RANDOM,
+                inception_checkpoint=PYTORCH_FID_RANDOM,
+            ),
             seed=3,
-            fid_weights=PYTORCH_FID_RANDOM,
-            inception_checkpoint=PYTORCH_FID_RANDOM,
         )
     [(network, images, probabilities)] = calls
     assert images.shape == (12, 64, 64, 3) and probabilities.shape == (12, 1008)
@@ -148,7 +132,7 @@ def test_evaluate_reads_pytorch_fids_file_for_fid_and_the_imagenet_score(
     # FID: the .pth network in pytorch-fid's convention, against real statistics cached for it.
     assert report["fid"]["input_convention"] == "pytorch-fid"
     assert report["fid"]["weights"] == PYTORCH_FID_RANDOM
-    cache = evaluate.reference_statistics_path(workdir, 64, network)
+    cache = fid_evaluation.reference_statistics_path(workdir, 64, network)
     assert cache.name.startswith("fid_reference_64px_pytorch-fid_")
     mu, sigma = fid.feature_statistics(inception.fid_features(network, images))
     expected = fid.frechet_distance(mu, sigma, *fid.load_statistics(cache))
@@ -159,49 +143,3 @@ def test_evaluate_reads_pytorch_fids_file_for_fid_and_the_imagenet_score(
     assert scores["classifier"] == "imagenet_1008" and scores["splits"] == 10
     assert scores["stage1"] == pytest.approx(stackgan_inception_score(probabilities, seed=3))
     assert scores["stage1"]["mean"] > 1
-
-
-def test_upsample_is_bicubic_interpolation():
-    rng = np.random.default_rng(0)
-    images = rng.uniform(-0.8, 0.8, (2, 16, 16, 3)).astype(np.float32)
-    got = evaluate.upsample(images, 64)
-    # PIL's bicubic (Keys, a = −0.5) on each float channel; away from the borders, where the two
-    # extend the image differently.
-    want = np.stack(
-        [
-            np.stack(
-                [
-                    np.asarray(Image.fromarray(images[n, :, :, c], "F").resize((64, 64), 3))
-                    for c in range(3)
-                ],
-                axis=-1,
-            )
-            for n in range(2)
-        ]
-    )
-    np.testing.assert_allclose(got[:, 8:-8, 8:-8], want[:, 8:-8, 8:-8], atol=1e-4)
-    assert np.abs(evaluate.upsample(np.full((1, 4, 4, 3), 1.0, np.float32), 16)).max() <= 1.0
-
-
-def test_stage2_fid_also_scores_the_enlarged_stage1_images(data_dir, tmp_path):
-    source = source_lib.load_split(
-        "synthetic_birds/4_per_species_2_species", "test", data_dir, text_dim=384
-    )
-    metric = evaluate.fid_metric(source, stage=2, workdir=str(tmp_path))
-    rng = np.random.default_rng(1)
-    low = rng.uniform(-1, 1, (6, 64, 64, 3)).astype(np.float32)
-    high = rng.uniform(-1, 1, (6, 256, 256, 3)).astype(np.float32)
-    report = metric({"stage1": low, "stage2": high})
-    network = inception.load_fid_inception(None)
-    reference = fid.load_statistics(evaluate.reference_statistics_path(str(tmp_path), 256, network))
-
-    def distance(images):
-        features = inception.fid_features(network, images)
-        return fid.frechet_distance(*fid.feature_statistics(features), *reference)
-
-    assert report["stage"] == "stage2"
-    assert report["fid"] == pytest.approx(distance(high), rel=1e-6)
-    assert report["fid_stage1_upsampled"] == pytest.approx(
-        distance(evaluate.upsample(low, 256)), rel=1e-6
-    )
-    assert report["fid_stage1_upsampled"] != pytest.approx(report["fid"], rel=1e-3)

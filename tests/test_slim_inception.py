@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.special
 import tensorflow as tf
-from conftest import record_calls, stackgan_inception_score
+from conftest import eval_config, record_calls, stackgan_inception_score
 from PIL import Image
 from sklearn.datasets import load_sample_image
 
@@ -208,10 +208,14 @@ def test_evaluate_reports_the_inception_score_of_each_stage(
 ):
     _, workdir, _ = stage1_run
     with pytest.raises(MissingWeightsError, match="StackGAN-inception-model"):
-        evaluate.evaluate(workdir, ["is"], inception_checkpoint=str(tmp_path / "absent"))
+        evaluate.evaluate(
+            workdir, eval_config(["is"], inception_checkpoint=str(tmp_path / "absent"))
+        )
     calls = record_calls(monkeypatch, slim_inception, "class_probabilities")
     report = evaluate.evaluate(
-        workdir, ["is"], num_samples=12, batch_size=8, seed=3, inception_checkpoint=checkpoint
+        workdir,
+        eval_config(["is"], num_samples=12, batch_size=8, inception_checkpoint=checkpoint),
+        seed=3,
     )
     scores = report["is"]
     assert scores["splits"] == 10 and scores["checkpoint"] == checkpoint

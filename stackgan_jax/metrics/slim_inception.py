@@ -304,7 +304,7 @@ def resolve_checkpoint(path: str | pathlib.Path | None) -> str:
     if path is None:
         raise MissingWeightsError(
             "No Inception Score checkpoint given (evaluate --inception_checkpoint, or "
-            f"config.eval_inception_checkpoint during training). {CHECKPOINT_HELP}"
+            f"config.eval.inception_checkpoint during training). {CHECKPOINT_HELP}"
         )
     path = pathlib.Path(path)
     if not (path.is_dir() or path.is_file() or path.with_name(f"{path.name}.index").is_file()):

