@@ -42,7 +42,7 @@ RESUME_FIELDS = (
     "model.gf_dim",
     "model.df_dim",
     "model.num_residual",
-    "model.text_scale",
+    "config.data.text_scale",
     "embedding_norm",
     "dataset",
     "text_encoder.name",
@@ -56,7 +56,7 @@ STAGE1_FIELDS = (
     "model.z_dim",
     "model.condition_dim",
     "model.gf_dim",
-    "model.text_scale",
+    "config.data.text_scale",
     "embedding_norm",
     "text_encoder.name",
     "text_encoder.dim",
@@ -138,10 +138,10 @@ def make_meta(
 
     Args:
       config: the training config.
-      text_encoder: `name`, `dim` and `digest` (of its weights) of the encoder that made the
-        dataset's embeddings.
-      dataset: `name`, `version` and sizes of the dataset.
-      steps_per_epoch: optimiser steps per epoch at this global batch size.
+      text_encoder: `name` and `dim` of the encoder that made the dataset's embeddings.
+      dataset: `name` and size (`train_examples`) of the dataset.
+      steps_per_epoch: optimiser steps per epoch at the config's global batch size (which
+        `config` records), 0 for a converted release checkpoint.
       extra: anything else to record (e.g. the input pipeline's process count).
     """
     return {
@@ -151,7 +151,6 @@ def make_meta(
         "dataset": config.data.dataset,
         "dataset_info": dataset,
         "text_encoder": text_encoder,
-        "global_batch_size": config.train.global_batch_size,
         "steps_per_epoch": steps_per_epoch,
         "config": config.to_dict(),
         "versions": _versions(),
@@ -226,8 +225,22 @@ def save(manager: ocp.CheckpointManager, state: GANState, meta: dict[str, Any]) 
 
 
 def read_meta(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
-    """The `meta` item of the checkpoint at `step`."""
-    return manager.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))[META]
+    """The `meta` item of the checkpoint at `step`, in the current layout (`upgrade_meta`)."""
+    meta = manager.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))[META]
+    return upgrade_meta(meta)
+
+
+def upgrade_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's meta in the current layout, whatever version of this code wrote it.
+
+    The one place that knows older layouts: `text_scale`, a property of the embeddings, moved
+    from `config.model` (and `meta['model']`) to `config.data`; where neither has it, 1.
+    """
+    config = meta.get("config", {})
+    if "data" in config and "text_scale" not in config["data"]:
+        config["data"]["text_scale"] = config.get("model", {}).pop("text_scale", 1.0)
+        meta.get("model", {}).pop("text_scale", None)
+    return meta
 
 
 def restore(

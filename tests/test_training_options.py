@@ -14,6 +14,7 @@ import numpy as np
 import optax
 import pytest
 from conftest import debug_config as debug_run_config
+from conftest import eval_config
 from test_steps import (
     BATCH,
     LR,
@@ -31,6 +32,7 @@ from stackgan_jax import (
     augment,
     checkpointing,
     evaluate,
+    generation,
     inference,
     losses,
     models,
@@ -50,7 +52,7 @@ REFERENCE_PRESETS = ("birds", "flowers", "birds_pytorch", "coco")
 def test_reference_presets_keep_every_option_off(name):
     for configs in (stage1_configs, stage2_configs):
         config = configs.get_config(name)
-        assert config.data.embedding_norm == "scale" and config.model.text_scale == 1.0
+        assert config.data.embedding_norm == "scale" and config.data.text_scale == 1.0
         assert config.model.d_projection is False
         assert config.train.gan_loss == "bce" and config.train.ma_gp_weight == 0.0
         assert config.train.augment == () and config.train.ema_decay == 0.0
@@ -85,8 +87,12 @@ def test_standardisation_and_its_meta_round_trip():
     assert again.mode == "standardize"
     np.testing.assert_array_equal(again.scale, norm.scale)
     np.testing.assert_array_equal(again.shift, norm.shift)
-    # A checkpoint from before the field: the config's text_scale.
-    old = embedding_norm_lib.from_meta({"config": {"model": {"text_scale": 3.0}}})
+    # A checkpoint from before the field (and before text_scale moved to config.data): the
+    # config's text_scale, as reading the checkpoint's meta gives it.
+    meta = {"config": {"model": {"text_scale": 3.0}, "data": {}}, "model": {"text_scale": 3.0}}
+    meta = checkpointing.upgrade_meta(meta)
+    assert meta == {"config": {"model": {}, "data": {"text_scale": 3.0}}, "model": {}}
+    old = embedding_norm_lib.from_meta(meta)
     assert old.mode == "scale"
     np.testing.assert_allclose(old(jnp.asarray(x)), 3.0 * x)
 
@@ -102,8 +108,8 @@ def test_standardised_step_equals_the_reference_step_on_standardised_embeddings(
     std = (2.0 ** rng.integers(-1, 3, config.model.text_dim)).astype(np.float32)
     norm = embedding_norm_lib.standardized(mean, std)
     with pytest.raises(ValueError, match="statistics"):
-        steps.Networks.from_config(standardized)
-    nets = steps.Networks.from_config(standardized, norm)
+        steps.StepConfig.from_config(standardized)
+    step_config = steps.StepConfig.from_config(standardized, norm)
     optimizer = recording(optax.sgd(LR))
     mesh = one_device_mesh()
     replicated = parallel.replicated(mesh)
@@ -111,15 +117,25 @@ def test_standardised_step_equals_the_reference_step_on_standardised_embeddings(
         functools.partial(state_lib.create_state, standardized, optimizer=optimizer),
         out_shardings=replicated,
     )(jax.random.key(1))
-    new = jax.jit(functools.partial(steps.train_step, nets, optimizer))(state, batch)[0]
+    new = jax.jit(functools.partial(steps.train_step, step_config, optimizer))(state, batch)[0]
     want_batch = {**batch, "embedding": (batch["embedding"] - mean) / std}
     _, want_new, _ = run_step(config, optimizer, mesh, want_batch)
     assert_trees_close(new.generator.opt_state[1], want_new.generator.opt_state[1])
     assert_trees_close(new.discriminator.opt_state[1], want_new.discriminator.opt_state[1])
-    noise = steps.sample_noise(nets, jax.random.key(0), BATCH)
-    images, _ = steps.generate(nets, new, batch["embedding"], noise)
-    want, _ = steps.generate(
-        steps.Networks.from_config(config), new, want_batch["embedding"], noise
+    noise = generation.sample_noise(step_config.generators, jax.random.key(0), BATCH)
+    images, _ = generation.generate(
+        step_config.generators,
+        new.sampling_generator,
+        new.stage1_generator,
+        batch["embedding"],
+        noise,
+    )
+    want, _ = generation.generate(
+        generation.Generators.from_config(config),
+        new.sampling_generator,
+        new.stage1_generator,
+        want_batch["embedding"],
+        noise,
     )
     np.testing.assert_allclose(images, want, rtol=1e-5, atol=1e-6)
 
@@ -209,44 +225,45 @@ def test_contrastive_loss_enters_d_on_real_pairs_and_g_on_generated_ones(arch):
     config = debug_config(arch)
     config.model.d_contrastive = True
     config.train.contrastive_weight = 0.7
-    nets = steps.Networks.from_config(config)
-    assert nets.contrastive_weight == 0.7
+    step_config = steps.StepConfig.from_config(config)
+    assert step_config.contrastive_weight == 0.7
     discriminator = d_state(config)
     batch = {k: jnp.asarray(v) for k, v in make_batch(config).items()}
     fake = jnp.asarray(make_batch(config, seed=3)["image"])
     condition = batch["embedding"][:, : models.discriminator_condition_dim(config.model)]
-    got = steps.discriminator_gradients(nets, discriminator, batch, fake, condition)
+    got = steps.discriminator_gradients(step_config, discriminator, batch, fake, condition)
     # Written out: D's features of the real images, its two embeddings, InfoNCE with τ = 0.1.
     variables = discriminator.variables
-    features, _ = nets.discriminator.apply(
+    features, _ = step_config.discriminator.apply(
         variables, batch["image"], method="encode", mutable=["batch_stats"]
     )
-    image, text = nets.discriminator.apply(
+    image, text = step_config.discriminator.apply(
         variables, features, condition, method="contrastive_embeddings"
     )
     want = losses.contrastive_loss(image, text, 0.1)
     assert float(got.contrastive) == pytest.approx(float(want), rel=1e-5)
-    plain = dataclasses.replace(nets, contrastive_weight=0.0)
+    plain = dataclasses.replace(step_config, contrastive_weight=0.0)
     without = steps.discriminator_gradients(plain, discriminator, batch, fake, condition)
 
     def weighted_contrastive(params):
-        encoded, _ = nets.discriminator.apply(
+        encoded, _ = step_config.discriminator.apply(
             {**variables, "params": params},
             batch["image"],
             method="encode",
             mutable=["batch_stats"],
         )
-        return 0.7 * steps.contrastive_term(nets, params, encoded, condition)
+        return 0.7 * steps.contrastive_term(step_config, params, encoded, condition)
 
     extra = jax.grad(weighted_contrastive)(discriminator.params)
     assert_trees_close(got.grads, jax.tree.map(jnp.add, without.grads, extra), 1e-4, 1e-6)
     # G: the same loss on the generated images' features, added with the same weight.
     outputs = (fake, condition[:, : config.model.condition_dim], jnp.zeros_like(condition[:, :1]))
-    total, (g_loss, _) = steps.generator_loss(
-        nets, discriminator.params, discriminator.batch_stats, outputs, batch["embedding"]
+    total, (g_loss, _) = steps.generator_objective(
+        step_config, discriminator.params, discriminator.batch_stats, outputs, batch["embedding"]
     )
     assert float(total) == pytest.approx(
-        float(g_loss.adversarial + nets.kl_coeff * g_loss.kl + 0.7 * g_loss.contrastive), rel=1e-5
+        float(g_loss.adversarial + step_config.kl_coeff * g_loss.kl + 0.7 * g_loss.contrastive),
+        rel=1e-5,
     )
     assert float(g_loss.contrastive) > 0
 
@@ -267,7 +284,7 @@ def test_d_sees_real_wrong_and_fake_images_each_through_its_own_augmentation(arc
     config = debug_config(arch)
     config.train.augment = ("translation", "cutout")
     config.train.gan_loss = "hinge"
-    nets = steps.Networks.from_config(config)
+    step_config = steps.StepConfig.from_config(config)
     batch = {k: jnp.asarray(v) for k, v in make_batch(config).items()}
     fake = jnp.asarray(make_batch(config, seed=9)["image"])
     condition = (
@@ -277,13 +294,15 @@ def test_d_sees_real_wrong_and_fake_images_each_through_its_own_augmentation(arc
     )
     discriminator = d_state(config)
     key = jax.random.key(11)
-    got = steps.discriminator_gradients(nets, discriminator, batch, fake, condition, key).loss
+    got = steps.discriminator_gradients(
+        step_config, discriminator, batch, fake, condition, key
+    ).loss
 
     # The same loss written out: image set i through augment(·, fold_in(key, i)).
     def seen(images, index):
         return augment.augment(images, jax.random.fold_in(key, index), config.train.augment)
 
-    d = nets.discriminator
+    d = step_config.discriminator
     variables = discriminator.variables
 
     def encode(images):
@@ -307,7 +326,7 @@ def test_d_sees_real_wrong_and_fake_images_each_through_its_own_augmentation(arc
     want = hinge(real, 1) + 0.5 * (hinge(wrong, -1) + hinge(fake_logits, -1))
     # BatchNorm's running statistics differ in call order, not the logits: batch statistics.
     assert float(got.total) == pytest.approx(want, rel=1e-5)
-    plain = steps.Networks.from_config(debug_config(arch))
+    plain = steps.StepConfig.from_config(debug_config(arch))
     plain = dataclasses.replace(plain, gan_loss="hinge")
     unaugmented = steps.discriminator_gradients(plain, discriminator, batch, fake, condition, key)
     assert abs(float(unaugmented.loss.total) - want) > 1e-3
@@ -316,7 +335,7 @@ def test_d_sees_real_wrong_and_fake_images_each_through_its_own_augmentation(arc
 def test_gradient_penalty_uses_ds_gradient_in_image_and_text():
     config = debug_config("tf")
     config.train.ma_gp_weight = 2.0
-    nets = steps.Networks.from_config(config)
+    step_config = steps.StepConfig.from_config(config)
     discriminator = d_state(config)
     rng = np.random.default_rng(6)
     images = jnp.asarray(rng.uniform(-1, 1, (BATCH, 64, 64, 3)), jnp.float32)
@@ -324,7 +343,7 @@ def test_gradient_penalty_uses_ds_gradient_in_image_and_text():
     params, stats = discriminator.params, discriminator.batch_stats
 
     def summed(x, c):
-        logits, _, _, _ = steps._d_logits(nets, params, stats, x, c)
+        logits, _, _, _ = steps._d_logits(step_config, params, stats, x, c)
         return jnp.sum(logits)
 
     # The gradient the penalty takes, checked by central differences along random directions.
@@ -346,17 +365,17 @@ def test_gradient_penalty_uses_ds_gradient_in_image_and_text():
         np.sum(np.asarray(grad_x, np.float64).reshape(BATCH, -1) ** 2, axis=1)
         + np.sum(np.asarray(grad_c, np.float64) ** 2, axis=1)
     )
-    penalty = steps.gradient_penalty(nets, params, stats, images, condition)
+    penalty = steps.gradient_penalty(step_config, params, stats, images, condition)
     assert float(penalty) == pytest.approx(2.0 * np.mean(norms**6), rel=1e-4)
     # In the D update it is added to the loss being differentiated.
     batch = {k: jnp.asarray(v) for k, v in make_batch(config).items()}
     fake = jnp.asarray(make_batch(config, seed=3)["image"])
-    with_gp = steps.discriminator_gradients(nets, discriminator, batch, fake, condition)
+    with_gp = steps.discriminator_gradients(step_config, discriminator, batch, fake, condition)
     without = steps.discriminator_gradients(
-        dataclasses.replace(nets, ma_gp_weight=0.0), discriminator, batch, fake, condition
+        dataclasses.replace(step_config, ma_gp_weight=0.0), discriminator, batch, fake, condition
     )
     gp_grads = jax.grad(
-        lambda p: steps.gradient_penalty(nets, p, stats, batch["image"], condition)
+        lambda p: steps.gradient_penalty(step_config, p, stats, batch["image"], condition)
     )(params)
     want = jax.tree.map(jnp.add, without.grads, gp_grads)
     assert_trees_close(with_gp.grads, want, rtol=1e-4, atol=1e-6)
@@ -372,11 +391,11 @@ def test_moving_average_weights_and_batchnorm_statistics():
     batch = make_batch(config)
     # A small step: the NumPy forward below must stay in float range.
     optimizer = recording(optax.sgd(1e-3))
-    nets = steps.Networks.from_config(config)
+    step_config = steps.StepConfig.from_config(config)
     state0 = jax.jit(functools.partial(state_lib.create_state, config, optimizer=optimizer))(
         jax.random.key(1)
     )
-    step = jax.jit(functools.partial(steps.train_step, nets, optimizer))
+    step = jax.jit(functools.partial(steps.train_step, step_config, optimizer))
     state1, _ = step(state0, batch)
     state2, _ = step(state1, batch)
     theta = [jax.device_get(s.generator.params) for s in (state0, state1, state2)]
@@ -391,7 +410,7 @@ def test_moving_average_weights_and_batchnorm_statistics():
     # of the averaged network's FC output on the G update's inputs.
     params = jax.tree.map(lambda x: np.asarray(x, np.float64), want1)
     _, g_key = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 0))
-    noise = jax.device_get(steps.sample_noise(nets, g_key, BATCH))
+    noise = jax.device_get(generation.sample_noise(step_config.generators, g_key, BATCH))
     ca = params["ca"]["fc"]
     h = batch["embedding"] @ ca["kernel"] + ca["bias"]
     h = np.where(h > 0, h, 0.2 * h)
@@ -406,9 +425,15 @@ def test_moving_average_weights_and_batchnorm_statistics():
     assert not np.allclose(state1.generator.batch_stats["fc_bn"]["mean"], stats["mean"])
 
     # Generation uses the average.
-    noise = steps.sample_noise(nets, jax.random.key(4), BATCH)
-    images, _ = steps.generate(nets, state2, batch["embedding"], noise)
-    want, _, _ = nets.generator.apply(
+    noise = generation.sample_noise(step_config.generators, jax.random.key(4), BATCH)
+    images, _ = generation.generate(
+        step_config.generators,
+        state2.sampling_generator,
+        state2.stage1_generator,
+        batch["embedding"],
+        noise,
+    )
+    want, _, _ = step_config.generators.generator.apply(
         state2.generator_ema, batch["embedding"], noise.z, noise.ca, train=False
     )
     np.testing.assert_array_equal(images, want)
@@ -447,13 +472,13 @@ def test_standardised_ema_run_end_to_end(data_dir, tmp_path):
     sentences = np.asarray(source.embeddings[:3, 0])
     key = jax.random.key(5)
     low, _ = inference.generate(model, sentences, key)
-    nets = steps.Networks.from_config(config, embedding_norm_lib.scaled(1.0))
-    noise = steps.sample_noise(nets, key, 3)
-    want, _, _ = nets.generator.apply(
+    step_config = steps.StepConfig.from_config(config, embedding_norm_lib.scaled(1.0))
+    noise = generation.sample_noise(step_config.generators, key, 3)
+    want, _, _ = step_config.generators.generator.apply(
         state.generator_ema, (sentences - mean) / floored, noise.z, noise.ca, train=False
     )
     np.testing.assert_allclose(low, want, rtol=1e-4, atol=1e-5)
-    report = evaluate.evaluate(workdir, ["attributes"], num_samples=8, batch_size=8)
+    report = evaluate.evaluate(workdir, eval_config(["attributes"], num_samples=8, batch_size=8))
     assert report["generator"] == "moving average (generator_ema)"
 
     stage2 = debug_run_config(2, data_dir, num_steps=1, stage1_workdir=workdir)
