@@ -124,7 +124,7 @@ def ssh_argv(worker, command):
 def test_help(launch, script):
     result = launch(script, "--help")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"Usage: {script} ")
+    assert result.stdout.startswith(f"Usage: launch/{script} ")
     assert "--dry-run" in result.stdout
     if script in TPU_SCRIPTS:
         for flag in ("--name=NAME", "--zone=ZONE", "--project=PROJECT"):
@@ -161,7 +161,7 @@ def test_missing_required_flags_fail_with_a_clear_message(launch, script, args, 
         ("tpu_create.sh", ["--accelerator-type=v3-8"], "no default --version"),
         ("tpu_create.sh", ["--accelerator-type=v4-8", "--no-wait"], "need --queued"),
         ("tpu_create.sh", ["--accelerator-type", "--spot"], "--accelerator-type needs a value"),
-        ("tpu_create.sh", ["--accelerator-type=v4-8", "--spot=yes"], "--spot takes no value"),
+        ("tpu_create.sh", ["--accelerator-type=v4-8", "--spot=yes"], "unknown argument: --spot=yes"),
         ("tpu_train.sh", ["--config=configs/stage1.py:birds"], "pass --bucket"),
         # An override written with a space instead of '=': the value is an unknown argument.
         (
@@ -179,8 +179,7 @@ def test_missing_required_flags_fail_with_a_clear_message(launch, script, args, 
             ["--config=configs/stage1.py:birds", "--workdir=runs/x", "--data-dir=gs://b/tfds"],
             "must be a gs:// path",
         ),
-        ("tpu_logs.sh", ["--worker=first"], "--worker must be"),
-        ("tpu_delete.sh", ["--", "--async"], "unexpected argument: --"),
+        ("tpu_delete.sh", ["--", "--async"], "unknown argument: --"),
     ],
 )
 def test_bad_arguments_fail_with_a_clear_message(launch, script, args, message):
