@@ -18,8 +18,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 WORKDIR=${WORKDIR:-runs/demo} DATA_DIR=${DATA_DIR:-$HOME/tensorflow_datasets}
 parse_flags "workdir=WORKDIR data_dir=DATA_DIR" "$@"
 python=${PYTHON:-python3}
-stage1=$WORKDIR/stage1
-stage2=$WORKDIR/stage2
+stage1="$WORKDIR/stage1"
+stage2="$WORKDIR/stage2"
 
 run cd "$REPO_DIR"
 run "$python" -m stackgan_jax.data.prepare --dataset=synthetic_birds --data_dir="$DATA_DIR"
@@ -34,8 +34,8 @@ run "$python" -m stackgan_jax.sample --workdir="$stage2" --output="$WORKDIR/sent
   --text="a white bird with grey wings and a long black bill."
 # XLA:CPU's YNNPACK fusions make the FID Inception network half as fast on CPU
 # (benchmarks/README.md); evaluation runs without them, training (where they help) with them.
-for stage_dir in "$stage1" "$stage2"; do
+for run_dir in "$stage1" "$stage2"; do
   run env XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= \
-    "$python" -m stackgan_jax.evaluate --workdir="$stage_dir" --metrics=attributes,fid \
+    "$python" -m stackgan_jax.evaluate --workdir="$run_dir" --metrics=attributes,fid \
     --num_samples=500
 done

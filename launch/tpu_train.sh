@@ -39,8 +39,8 @@ parse_flags "$TPU_FLAGS config=TRAIN_CONFIG bucket=BUCKET run-name=RUN_NAME work
 require_flags name zone
 SCOPE=(--zone="$ZONE" ${PROJECT_ID:+"--project=$PROJECT_ID"})
 dir=$(quote "$REMOTE_DIR")
-# logs/train.pid holds training's pid, which is also its process group (see below). Expanded on
-# the worker:
+# Whether the training this script started still runs (expanded on the worker). logs/train.pid
+# holds its pid, which is also its process group (see below).
 # shellcheck disable=SC2016
 running='[ -f logs/train.pid ] && kill -0 "$(cat logs/train.pid)" 2>/dev/null'
 
