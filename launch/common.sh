@@ -1,187 +1,133 @@
 # shellcheck shell=bash
-# Sourced by the launch/*.sh scripts: flag parsing with environment-variable defaults, generated
-# --help, --dry-run, shell quoting and the gcloud/ssh helpers the Cloud TPU scripts share.
-#
-# A script declares its flags, then parses:
-#
-#   USAGE="one-paragraph description"
-#   tpu_flags                                   # --name, --zone, --project
-#   value_flag lines LOG_LINES N "lines of history to print" 100
-#   switch_flag no-follow NO_FOLLOW "print and exit instead of following"
-#   parse_flags "$@"
-#   require_flags name zone
-#
-# A value flag is written `--flag=VALUE` or `--flag VALUE` and defaults to the environment
-# variable of the same name as its shell variable. Every script also takes --dry-run (print the
-# commands, one per line and quoted for a POSIX shell, instead of running them; nothing else is
-# run, so gcloud and git need not be installed) and -h/--help.
-#
-# Kept to bash 3.2 (macOS /bin/bash): no associative arrays, no ${x,,}, and arrays that may be
-# empty are expanded as ${a[@]+"${a[@]}"}.
+# Sourced by the launch/*.sh scripts: `run` prints each command, quoted so that it can be pasted
+# into a shell, and runs it (with --dry-run it only prints it); `parse_flags` reads --flag=VALUE
+# arguments into variables. Kept to bash 3.2 (macOS /bin/bash): arrays that may be empty are
+# expanded as ${a[@]+"${a[@]}"}, which `set -u` accepts there.
 
-# shellcheck disable=SC2034  # LAUNCH_DIR and REPO_DIR are for the scripts that source this
-LAUNCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO_DIR="$(dirname "$LAUNCH_DIR")"
-SCRIPT_NAME="$(basename "$0")"
-
+# shellcheck disable=SC2034  # REPO_DIR and TPU_FLAGS are for the scripts
+REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SCRIPT=$(basename "$0")
 DRY_RUN=0
-USAGE=""            # the description --help prints
-SYNOPSIS="[options]"
-FLAG_SPECS=()       # "kind|name|VAR|METAVAR|help", kind is value or switch
-EXTRA_ARGS=()       # arguments accepted beyond the flags (see ACCEPT_EXTRA, AFTER_DASHDASH)
-ACCEPT_EXTRA=""     # a pattern: arguments matching it are collected into EXTRA_ARGS
-AFTER_DASHDASH=""   # if set, `--` is allowed and what follows goes to EXTRA_ARGS; its help line
-EXTRA_HINT=""       # added to the "unknown argument" message
+ARGS=() # the arguments a script passes on (see parse_flags)
+SPECS=()
 
+note() { echo "$SCRIPT: $*" >&2; }
 die() {
-  echo "$SCRIPT_NAME: error: $*" >&2
+  note "error: $*"
   exit 1
 }
-
 usage_error() {
-  echo "$SCRIPT_NAME: error: $*" >&2
-  echo "Run '$SCRIPT_NAME --help' for usage." >&2
+  note "error: $*"
+  echo "Run '$SCRIPT --help' for usage." >&2
   exit 2
 }
 
-note() {
-  echo "$SCRIPT_NAME: $*" >&2
-}
-
-# quote ARG...: the arguments as one line of POSIX shell words, quoted like Python's shlex.quote
-# except that in --flag=VALUE only VALUE is quoted (--command='...' rather than '--command=...').
+# quote ARG...: the arguments as one line of shell words, quoted as Python's shlex.quote does,
+# except that only the value of --flag=VALUE is quoted (--workdir='my runs', not '--workdir=...').
 quote() {
   local safe='^[A-Za-z0-9_@%+=:,./-]+$' flag='^(--?[A-Za-z0-9_.-]+=)(.*)$' sq="'" esc="'\\''"
-  local arg prefix out=()
-  for arg in "$@"; do
+  local arg prefix words=() IFS=' '
+  for arg; do
     prefix=""
-    if [[ $arg =~ $safe ]]; then
-      out+=("$arg")
-      continue
-    elif [[ $arg =~ $flag ]]; then
-      prefix=${BASH_REMATCH[1]}
-      arg=${BASH_REMATCH[2]}
+    if [[ ! $arg =~ $safe ]]; then
+      if [[ $arg =~ $flag ]]; then
+        prefix=${BASH_REMATCH[1]}
+        arg=${BASH_REMATCH[2]}
+      fi
+      arg="'${arg//$sq/$esc}'"
     fi
-    out+=("$prefix'${arg//$sq/$esc}'")
+    words+=("$prefix$arg")
   done
-  local IFS=' '
-  printf '%s' "${out[*]-}"
+  echo "${words[*]-}"
 }
 
-# run CMD...: with --dry-run print the command on stdout; otherwise echo it to stderr and run it.
+# run CMD...: print CMD on stdout under --dry-run; otherwise print it on stderr and run it.
 run() {
   if ((DRY_RUN)); then
-    printf '%s\n' "$(quote "$@")"
+    quote "$@"
   else
-    printf '+ %s\n' "$(quote "$@")" >&2
+    echo "+ $(quote "$@")" >&2
     "$@"
   fi
 }
 
-# value_flag NAME VAR METAVAR HELP [DEFAULT]: --NAME=METAVAR sets $VAR (default: $VAR from the
-# environment, else DEFAULT).
-value_flag() {
-  local var=$2
-  FLAG_SPECS+=("value|$1|$var|$3|$4")
-  if [[ -z ${!var:-} ]]; then
-    printf -v "$var" '%s' "${5:-}"
-  fi
-}
-
-# switch_flag NAME VAR HELP: --NAME sets $VAR to 1 (it starts at 0, whatever the environment says).
-switch_flag() {
-  FLAG_SPECS+=("switch|$1|$2||$3")
-  printf -v "$2" '%s' 0
-}
-
-usage() {
-  local spec kind name var meta help left
-  printf 'Usage: %s %s%s\n\n%s\n\nOptions:\n' \
-    "$SCRIPT_NAME" "$SYNOPSIS" "${AFTER_DASHDASH:+ [-- ARGS...]}" "$USAGE"
-  for spec in ${FLAG_SPECS[@]+"${FLAG_SPECS[@]}"}; do
-    IFS='|' read -r kind name var meta help <<<"$spec"
-    if [[ $kind == value ]]; then
-      left="--$name=$meta"
-      help="$help [\$$var${!var:+, default ${!var}}]"
-    else
-      left="--$name"
-    fi
-    if ((${#left} > 28)); then
-      printf '  %s\n  %-28s %s\n' "$left" "" "$help"
-    else
-      printf '  %-28s %s\n' "$left" "$help"
-    fi
-  done
-  printf '  %-28s %s\n' "--dry-run" "print the commands instead of running them" \
-    "-h, --help" "show this help"
-  if [[ -n $AFTER_DASHDASH ]]; then
-    printf '  %-28s %s\n' "-- ARGS..." "$AFTER_DASHDASH"
-  fi
-}
-
-# parse_flags "$@": sets the declared variables, DRY_RUN and EXTRA_ARGS; exits 2 on a bad argument.
+# parse_flags "SPEC..." "$@": read the script's arguments. Each word of SPEC is one of
+#   flag=VAR  --flag=VALUE (or --flag VALUE) sets $VAR, which defaults to the environment's $VAR
+#   flag      a switch: --flag sets $FLAG (upper case, - as _, so --no-wait sets NO_WAIT) to 1
+#   PATTERN   starting with - or *: matching arguments go to ARGS in order, and so does all after
+#             a `--` that matches (e.g. '--config.*', '--', or '*' for every argument)
+# --dry-run and -h/--help (the script's header comment) are every script's; all else is an error.
 parse_flags() {
-  local arg name spec kind fname var meta help matched
+  local spec var arg
+  read -r -d '' -a SPECS <<<"$1" || true
+  shift
+  for spec in "${SPECS[@]}"; do
+    case $spec in
+      [-*]*) ;;
+      *=*)
+        var=${spec#*=}
+        printf -v "$var" %s "${!var:-}"
+        ;;
+      *) printf -v "$(switch_var "$spec")" %s 0 ;;
+    esac
+  done
   while (($#)); do
     arg=$1
-    case $arg in
-      -h | --help)
-        usage
-        exit 0
-        ;;
-      --dry-run)
-        DRY_RUN=1
-        shift
-        continue
-        ;;
-      --)
-        [[ -n $AFTER_DASHDASH ]] || usage_error "unexpected argument: --"
-        shift
-        EXTRA_ARGS+=("$@")
-        return 0
-        ;;
-    esac
-    matched=0
-    if [[ $arg == --?* ]]; then
-      name=${arg#--}
-      name=${name%%=*}
-      for spec in ${FLAG_SPECS[@]+"${FLAG_SPECS[@]}"}; do
-        IFS='|' read -r kind fname var meta help <<<"$spec"
-        [[ $fname == "$name" ]] || continue
-        matched=1
-        if [[ $kind == switch ]]; then
-          [[ $arg != *=* ]] || usage_error "--$name takes no value"
-          printf -v "$var" '%s' 1
-        elif [[ $arg == *=* ]]; then
-          printf -v "$var" '%s' "${arg#*=}"
-        else
-          [[ $# -ge 2 && $2 != -* ]] || usage_error "--$name needs a value (--$name=$meta)"
-          printf -v "$var" '%s' "$2"
-          shift
-        fi
-        break
-      done
-    fi
-    if ((!matched)); then
-      # shellcheck disable=SC2053  # ACCEPT_EXTRA is a pattern on purpose
-      if [[ -n $ACCEPT_EXTRA && $arg == $ACCEPT_EXTRA ]]; then
-        EXTRA_ARGS+=("$arg")
-      else
-        usage_error "unknown argument: $arg${EXTRA_HINT:+ ($EXTRA_HINT)}"
-      fi
-    fi
     shift
+    case $arg in
+      --dry-run) DRY_RUN=1 && continue ;;
+      -h | --help) usage && exit 0 ;;
+    esac
+    for spec in "${SPECS[@]}"; do
+      case $spec in
+        [-*]*)
+          # shellcheck disable=SC2053  # a pattern on purpose
+          [[ $arg == $spec ]] || continue
+          if [[ $arg == -- ]]; then
+            ARGS+=("$@")
+            return 0
+          fi
+          ARGS+=("$arg")
+          ;;
+        *=*)
+          var=${spec#*=}
+          if [[ $arg == "--${spec%%=*}="* ]]; then
+            printf -v "$var" %s "${arg#*=}"
+          elif [[ $arg == "--${spec%%=*}" ]]; then
+            [[ $# -gt 0 && $1 != -* ]] || usage_error "$arg needs a value ($arg=...)"
+            printf -v "$var" %s "$1"
+            shift
+          else
+            continue
+          fi
+          ;;
+        *)
+          [[ $arg == "--$spec" ]] || continue
+          printf -v "$(switch_var "$spec")" %s 1
+          ;;
+      esac
+      continue 2
+    done
+    usage_error "unknown argument: $arg"
   done
 }
 
-# require_flags NAME...: exit 2 naming every listed flag that is still empty.
+switch_var() { echo "$1" | tr 'a-z-' 'A-Z_'; }
+
+# usage: the script's header comment, from its second line to the first that is not a comment.
+usage() {
+  awk 'NR > 1 { if (!/^#/) exit; sub(/^# ?/, ""); print }' "$0"
+  printf '\n%s\n' "Every launch script takes --dry-run (print the commands, run nothing) and -h/--help."
+}
+
+# require_flags FLAG...: a usage error naming every one of these value flags still empty.
 require_flags() {
-  local want spec kind name var meta help missing=()
-  for want in "$@"; do
-    for spec in "${FLAG_SPECS[@]}"; do
-      IFS='|' read -r kind name var meta help <<<"$spec"
-      if [[ $name == "$want" && -z ${!var:-} ]]; then
-        missing+=("--$name (or \$$var)")
+  local flag spec var missing=()
+  for flag; do
+    for spec in "${SPECS[@]}"; do
+      var=${spec#*=}
+      if [[ $spec == "$flag="* && -z ${!var} ]]; then
+        missing+=("--$flag (or \$$var)")
       fi
     done
   done
@@ -192,66 +138,16 @@ require_flags() {
 }
 
 # --- Cloud TPU ---------------------------------------------------------------------------------
-
-# tpu_flags: the flags every tpu_*.sh script takes.
-tpu_flags() {
-  value_flag name TPU_NAME NAME "TPU VM (and queued resource) name"
-  value_flag zone ZONE ZONE "zone, e.g. us-central2-b (v4), us-west4-a (v5e)"
-  value_flag project PROJECT_ID PROJECT "Google Cloud project (default: gcloud's configured one)"
-}
-
-# remote_dir_flag: where the repository lives on each worker.
-remote_dir_flag() {
-  value_flag remote-dir REMOTE_DIR DIR "repository directory on the workers, relative to home" \
-    stackgan-jax
-}
-
-# gcloud_scope: SCOPE=(--zone=... [--project=...]) for every gcloud call.
-gcloud_scope() {
-  SCOPE=(--zone="$ZONE")
-  if [[ -n $PROJECT_ID ]]; then
-    SCOPE+=(--project="$PROJECT_ID")
-  fi
-}
+# Every tpu_*.sh takes these flags, and sets SCOPE to the --zone (and --project) of its TPU, which
+# every gcloud command takes.
+# shellcheck disable=SC2034
+TPU_FLAGS="name=TPU_NAME zone=ZONE project=PROJECT_ID"
+SCOPE=()
 
 # tpu_ssh WORKER COMMAND: run a shell command on one worker, or on all of them at once ("all").
-# Newlines in COMMAND become spaces (write it over several lines; end statements with ;).
+# Newlines in COMMAND become spaces, so a dry-run prints it on one line: end statements with ;.
 tpu_ssh() {
   local newline=$'\n'
-  gcloud_scope
   run gcloud compute tpus tpu-vm ssh "$TPU_NAME" "${SCOPE[@]}" --worker="$1" \
     --command="${2//$newline/ }"
-}
-
-# --- local runs --------------------------------------------------------------------------------
-
-# local_main NAME=VALUE... -- ARGS...: run `python -m stackgan_jax.main ARGS` from the repository
-# root with these environment variables set (the local_*.sh scripts). --dry-run and -h/--help are
-# the script's own; every other argument goes to main, and so does all after a first `--` (which
-# itself is dropped), e.g. `-- --helpfull` for main's flags.
-local_main() {
-  local env=() args=()
-  while [[ $1 != -- ]]; do
-    env+=("$1")
-    shift
-  done
-  shift
-  while (($#)); do
-    case $1 in
-      --dry-run) DRY_RUN=1 ;;
-      -h | --help)
-        usage
-        exit 0
-        ;;
-      --)
-        shift
-        args+=("$@")
-        break
-        ;;
-      *) args+=("$1") ;;
-    esac
-    shift
-  done
-  run cd "$REPO_DIR" || exit
-  run env "${env[@]}" "${PYTHON:-python3}" -m stackgan_jax.main ${args[@]+"${args[@]}"}
 }

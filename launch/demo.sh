@@ -1,27 +1,28 @@
 #!/usr/bin/env bash
-# The offline demo, end to end on a CPU: procedural birds, Stage-I, Stage-II, samples, scores.
+# Usage: launch/demo.sh [--workdir=DIR] [--data_dir=DIR]
+#
+# The offline demo, end to end on a CPU: build the synthetic_birds dataset (2,000 procedural birds,
+# MiniLM embeddings), train Stage-I then Stage-II with the 'demo' configs, draw a grid for four
+# sentences, and score the attribute accuracy and FID of images generated for 500 held-out-species
+# captions. Each step is the command a user would type, run with $PYTHON (default python3) from
+# the repository root; a finished step is not redone (training resumes from its last checkpoint).
+#
+#   --workdir=DIR   both stages' workdirs and the outputs go here [$WORKDIR, default runs/demo]
+#   --data_dir=DIR  TFDS data directory [$DATA_DIR, default ~/tensorflow_datasets]
+#
+# Example: launch/demo.sh --workdir=runs/demo
 set -euo pipefail
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-USAGE="Build the synthetic_birds dataset (2,000 procedural birds, MiniLM embeddings), train
-Stage-I then Stage-II with the 'demo' configs, draw a grid for a few sentences, and score
-the attribute accuracy and FID of images generated for 500 held-out-species captions. Each step is
-the command a user would type, run with \$PYTHON (default python3) from the repository root;
-a finished step is not redone (training resumes from its last checkpoint).
-
-Example:
-  launch/demo.sh --workdir=runs/demo"
-value_flag workdir WORKDIR DIR "where both stages' workdirs and the outputs go" runs/demo
-value_flag data_dir DATA_DIR DIR "TFDS data directory for the dataset" "$HOME/tensorflow_datasets"
-parse_flags "$@"
-
+WORKDIR=${WORKDIR:-runs/demo} DATA_DIR=${DATA_DIR:-$HOME/tensorflow_datasets}
+parse_flags "workdir=WORKDIR data_dir=DATA_DIR" "$@"
 python=${PYTHON:-python3}
 stage1="$WORKDIR/stage1"
 stage2="$WORKDIR/stage2"
+
 run cd "$REPO_DIR"
 run "$python" -m stackgan_jax.data.prepare --dataset=synthetic_birds --data_dir="$DATA_DIR"
-
 run "$python" -m stackgan_jax.main --config=configs/stage1.py:demo --workdir="$stage1" \
   --config.data.data_dir="$DATA_DIR"
 run "$python" -m stackgan_jax.main --config=configs/stage2.py:demo --workdir="$stage2" \
