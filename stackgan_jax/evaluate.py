@@ -56,7 +56,7 @@ from stackgan_jax.metrics import (
     inception_score,
     slim_inception,
 )
-from stackgan_jax.text import MissingWeightsError
+from stackgan_jax.weights import MissingWeightsError
 
 METRICS = ("attributes", "fid", "is")
 

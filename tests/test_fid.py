@@ -11,7 +11,7 @@ import scipy.linalg
 
 from stackgan_jax.metrics import fid, inception, inception_score
 from stackgan_jax.pretrained import torch_pickle
-from stackgan_jax.text import MissingWeightsError
+from stackgan_jax.weights import MissingWeightsError
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 BATCH_SIZE = 8

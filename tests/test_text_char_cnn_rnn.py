@@ -13,7 +13,8 @@ import sys
 import numpy as np
 import pytest
 
-from stackgan_jax.text import MissingWeightsError, char_cnn_rnn, torch7
+from stackgan_jax.text import char_cnn_rnn, torch7
+from stackgan_jax.weights import MissingWeightsError
 
 # The alphabet string of txt2img_demo.lua / get_embedding.lua, written out independently.
 LUA_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-,;.!?:'\"/\\|_@#$%^&*~`+-=<>()[]{} "

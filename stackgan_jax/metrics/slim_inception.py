@@ -55,7 +55,7 @@ from stackgan_jax.metrics.inception import (
     InceptionE,
     Pool,
 )
-from stackgan_jax.text.encoder import MissingWeightsError, Params
+from stackgan_jax.weights import MissingWeightsError, Params
 
 DEFAULT_BATCH_SIZE = 64  # inception_score.py's batch
 MOVING_AVERAGE_SUFFIX = "ExponentialMovingAverage"

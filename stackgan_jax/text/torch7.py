@@ -30,7 +30,7 @@ from stackgan_jax.text.char_cnn_rnn import (
     flax_params_from_torch,
     save_params,
 )
-from stackgan_jax.text.encoder import Params
+from stackgan_jax.weights import Params
 
 CNN_LAYOUT = (
     "nn.TemporalConvolution",
