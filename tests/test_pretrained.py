@@ -30,9 +30,9 @@ from configs import stage1 as stage1_configs
 from configs import stage2 as stage2_configs
 from stackgan_jax import checkpointing, inference, parallel, steps, train
 from stackgan_jax import state as state_lib
-from stackgan_jax.data.safe_pickle import UnsafePickleError
 from stackgan_jax.pretrained import ConversionError, convert, release_step, stackgan_pytorch
 from stackgan_jax.pretrained.torch_pickle import TorchFileError, load_state_dict
+from stackgan_jax.untrusted import RefusedFileError
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)
@@ -180,7 +180,7 @@ def test_reader_refuses_globals_a_state_dict_never_names(tmp_path):
     path = tmp_path / "evil.pth"
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("archive/data.pkl", pickle.dumps({"x": RunsCode()}, protocol=2))
-    with pytest.raises(UnsafePickleError, match=r"refusing to load global posix\.system"):
+    with pytest.raises(RefusedFileError, match=r"refusing to load global posix\.system"):
         load_state_dict(path)
     assert not marker.exists()
 

@@ -58,7 +58,7 @@ def convert(
         ValueError: an unknown architecture, or the file does not fit the config (a
             `mapping.ConversionError` or `torch_pickle.TorchFileError` names the tensor or the
             problem).
-        stackgan_jax.data.safe_pickle.UnsafePickleError: a `.pth` names a global a state dict
+        stackgan_jax.untrusted.RefusedFileError: a `.pth` names a global a state dict
             never needs.
     """
     arch = config.model.arch

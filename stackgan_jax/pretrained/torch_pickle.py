@@ -38,7 +38,7 @@ from typing import Any, BinaryIO
 import jax.numpy as jnp
 import numpy as np
 
-from stackgan_jax.data.safe_pickle import UnsafePickleError
+from stackgan_jax.untrusted import RefusedFileError
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
@@ -127,12 +127,12 @@ class _StateDictUnpickler(pickle.Unpickler):
         """Returns an allowed stand-in, refusing every other global before anything is called.
 
         Raises:
-            UnsafePickleError: `module.name` is not on the allow-list.
+            RefusedFileError: `module.name` is not on the allow-list.
         """
         try:
             return _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
-            raise UnsafePickleError(
+            raise RefusedFileError(
                 f"refusing to load global {module}.{name}: a PyTorch state dict names only "
                 "OrderedDict, tensor rebuilding and numeric storage types"
             ) from None
@@ -253,7 +253,7 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     Raises:
         FileNotFoundError: `path` does not exist.
         TorchFileError: the file is not a `torch.save` state dict.
-        UnsafePickleError: the pickle names a global other than a state dict's; nothing in the
+        RefusedFileError: the pickle names a global other than a state dict's; nothing in the
             file has been called when this is raised.
     """
     path = os.fspath(path)

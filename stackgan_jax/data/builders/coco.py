@@ -20,7 +20,6 @@ import tensorflow_datasets as tfds
 import torchfile
 from etils import epath
 
-from stackgan_jax.data import safe_pickle
 from stackgan_jax.data.builders.common import (
     Candidate,
     InconsistentDataError,
@@ -29,6 +28,7 @@ from stackgan_jax.data.builders.common import (
     manual_root,
     read_splits,
 )
+from stackgan_jax.untrusted import numpy_pickle
 
 FILENAMES = "filenames.pickle"
 TRAIN_EMBEDDINGS = "train/char-CNN-RNN-embeddings.pickle"
@@ -55,7 +55,7 @@ def read_keys(root: epath.Path, split: str) -> list[str]:
     Returns:
         The keys of `<split>/filenames.pickle`.
     """
-    return [str(key) for key in safe_pickle.load_pickle(root / split / FILENAMES)]
+    return [str(key) for key in numpy_pickle.load_pickle(root / split / FILENAMES)]
 
 
 def read_annotation_captions(path: epath.Path) -> dict[str, list[str]]:
@@ -90,7 +90,7 @@ def read_train(root: epath.Path, split: str) -> list[Candidate]:
             annotated captions than embeddings.
     """
     keys = read_keys(root, split)
-    embeddings = np.asarray(safe_pickle.load_pickle(root / TRAIN_EMBEDDINGS), np.float32)
+    embeddings = np.asarray(numpy_pickle.load_pickle(root / TRAIN_EMBEDDINGS), np.float32)
     check_release_embeddings(embeddings, len(keys), TRAIN_EMBEDDINGS, f"train/{FILENAMES}")
     annotated = read_annotation_captions(root / TRAIN_CAPTIONS)
     per_image = embeddings.shape[1]

@@ -1,0 +1,13 @@
+"""Readers of untrusted file formats: downloaded pickles, `.pth`, TorchScript and `.t7` files.
+
+Unpickling may call any importable callable that the file names, so every reader here resolves
+only an allow-list of globals, each to a stand-in that builds data and runs nothing, and refuses
+every other global before anything is called. A refused or malformed file raises
+`RefusedFileError`.
+
+* `numpy_pickle`: the StackGAN release's Python-2 pickles of lists, strings and numpy arrays.
+"""
+
+from stackgan_jax.untrusted.errors import RefusedFileError
+
+__all__ = ["RefusedFileError"]
