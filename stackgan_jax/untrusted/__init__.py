@@ -7,6 +7,7 @@ every other global before anything is called. A refused or malformed file raises
 
 * `numpy_pickle`: the StackGAN release's Python-2 pickles of lists, strings and numpy arrays.
 * `torch_pickle`: PyTorch's `.pth` state dicts and TorchScript modules, without torch.
+* `torch7`: Lua torch's `.t7` files, and the `nn` module trees saved in them.
 """
 
 from stackgan_jax.untrusted.errors import RefusedFileError
