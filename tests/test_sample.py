@@ -17,7 +17,7 @@ from PIL import Image
 from stackgan_jax import evaluate, inference, sample
 from stackgan_jax.data import source as source_lib
 from stackgan_jax.data import synthetic_birds
-from stackgan_jax.metrics import attribute_classifier, fid, inception
+from stackgan_jax.metrics import attribute_classifier, fid, inception_features, inception_weights
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTORCH_FID_RANDOM = os.path.join(REPOSITORY, "tests", "fixtures", "pytorch_fid_random.pth")
@@ -131,7 +131,7 @@ def test_evaluate_reads_pytorch_fids_file_for_fid_and_the_imagenet_score(
 ):
     # A copy: other tests read the shared run's eval/ scalars, which this report would overwrite.
     workdir = str(shutil.copytree(stage1_run[1], tmp_path / "stage1"))
-    calls = record_calls(monkeypatch, inception, "imagenet_probabilities")
+    calls = record_calls(monkeypatch, inception_features, "imagenet_probabilities")
     with pytest.warns(UserWarning, match="not comparable"):  # random weights, not the release
         report = evaluate.evaluate(
             workdir,
@@ -150,7 +150,7 @@ def test_evaluate_reads_pytorch_fids_file_for_fid_and_the_imagenet_score(
     assert report["fid"]["weights"] == PYTORCH_FID_RANDOM
     cache = evaluate.reference_statistics_path(workdir, 64, network)
     assert cache.name.startswith("fid_reference_64px_pytorch-fid_")
-    mu, sigma = fid.feature_statistics(inception.fid_features(network, images))
+    mu, sigma = fid.feature_statistics(inception_features.fid_features(network, images))
     expected = fid.frechet_distance(mu, sigma, *fid.load_statistics(cache))
     assert report["fid"]["fid"] == pytest.approx(expected, rel=1e-6)
 
@@ -192,11 +192,11 @@ def test_stage2_fid_also_scores_the_enlarged_stage1_images(data_dir, tmp_path):
     low = rng.uniform(-1, 1, (6, 64, 64, 3)).astype(np.float32)
     high = rng.uniform(-1, 1, (6, 256, 256, 3)).astype(np.float32)
     report = metric({"stage1": low, "stage2": high})
-    network = inception.load_fid_inception(None)
+    network = inception_weights.load_fid_inception(None)
     reference = fid.load_statistics(evaluate.reference_statistics_path(str(tmp_path), 256, network))
 
     def distance(images):
-        features = inception.fid_features(network, images)
+        features = inception_features.fid_features(network, images)
         return fid.frechet_distance(*fid.feature_statistics(features), *reference)
 
     assert report["stage"] == "stage2"
