@@ -37,7 +37,7 @@ from stackgan_jax import inference
 from stackgan_jax.data import source as source_lib
 from stackgan_jax.evaluation import config as evaluation_config
 from stackgan_jax.evaluation import evaluator as evaluator_lib
-from stackgan_jax.text import MissingWeightsError
+from stackgan_jax.weights import MissingWeightsError
 
 
 def evaluate(

@@ -20,7 +20,8 @@ from etils import epath
 from PIL import Image
 
 from stackgan_jax import inference, visualize
-from stackgan_jax.text import MissingWeightsError, get_encoder
+from stackgan_jax.text import get_encoder
+from stackgan_jax.weights import MissingWeightsError
 
 
 def read_sentences(texts: Sequence[str], text_file: str | None) -> list[str]:

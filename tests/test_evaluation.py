@@ -14,7 +14,7 @@ from stackgan_jax.data import synthetic_birds
 from stackgan_jax.evaluation import attributes, evaluator
 from stackgan_jax.evaluation import config as evaluation_config
 from stackgan_jax.evaluation import fid as fid_evaluation
-from stackgan_jax.metrics import attribute_classifier, fid, inception
+from stackgan_jax.metrics import attribute_classifier, fid, inception_features, inception_weights
 
 
 def test_training_imports_no_metric_until_one_is_asked_for():
@@ -110,13 +110,13 @@ def test_stage2_fid_also_scores_the_enlarged_stage1_images(data_dir, tmp_path):
     low = rng.uniform(-1, 1, (6, 64, 64, 3)).astype(np.float32)
     high = rng.uniform(-1, 1, (6, 256, 256, 3)).astype(np.float32)
     report = metric({"stage1": low, "stage2": high})
-    network = inception.load_fid_inception(None)
+    network = inception_weights.load_fid_inception(None)
     reference = fid.load_statistics(
         fid_evaluation.reference_statistics_path(str(tmp_path), 256, network)
     )
 
     def distance(images):
-        features = inception.fid_features(network, images)
+        features = inception_features.fid_features(network, images)
         return fid.frechet_distance(*fid.feature_statistics(features), *reference)
 
     assert report["stage"] == "stage2"

@@ -1,23 +1,17 @@
 """Converters for the released generators (stackgan_jax.pretrained), without torch.
 
-PyTorch: `.pth` files written here by a small torch-free writer hold StackGAN-Pytorch's state-dict
-names, with the weights of tests/fixtures/torch_parity.npz, so the converted networks must
-reproduce the torch outputs stored there. The torch-free reader is also checked against two files
-torch itself wrote (tests/fixtures/make_pth_fixture.py).
+PyTorch: `.pth` files written by the torch-free writer of tests/test_untrusted_torch_pickle.py hold
+StackGAN-Pytorch's state-dict names, with the weights of tests/fixtures/torch_parity.npz, so the
+converted networks must reproduce the torch outputs stored there.
 
 TensorFlow: a checkpoint written here holds the reference's prettytensor variable names; a
 TensorFlow transcription of the reference's generators (stageI/II/model.py, test-phase BN, as
 the demo runs them) reading those variables by name must give the converted workdir's images.
 """
 
-import collections
-import io
 import os
-import pickle
-import struct
 import subprocess
 import sys
-import zipfile
 
 import jax
 import numpy as np
@@ -25,90 +19,19 @@ import pytest
 import tensorflow as tf
 import test_torch_parity
 from test_torch_parity import apply_train, nhwc
+from test_untrusted_torch_pickle import write_pth
 
 from configs import stage1 as stage1_configs
 from configs import stage2 as stage2_configs
 from stackgan_jax import checkpointing, generation, inference, parallel, train
 from stackgan_jax import state as state_lib
-from stackgan_jax.data.safe_pickle import UnsafePickleError
 from stackgan_jax.pretrained import ConversionError, convert, release_step, stackgan_pytorch
-from stackgan_jax.pretrained.torch_pickle import TorchFileError, load_state_dict
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)
 
 # ---------------------------------------------------------------------------------------------
-# A torch-free writer of torch.save's zip container.
-
-
-class _TorchGlobal:
-    """A global of torch's that the pickle names (torch itself is not installed)."""
-
-    def __init__(self, module, name):
-        self.module, self.name = module, name
-
-    def __call__(self, *args):  # pickle's save_reduce wants a callable; never called.
-        raise NotImplementedError(f"{self.module}.{self.name}")
-
-
-_STORAGE_TYPES = {
-    np.dtype(np.float32): _TorchGlobal("torch", "FloatStorage"),
-    np.dtype(np.int64): _TorchGlobal("torch", "LongStorage"),
-}
-
-
-class _Storage:
-    """A storage, pickled as its persistent id."""
-
-    def __init__(self, persistent_id):
-        self.persistent_id = persistent_id
-
-
-class _Tensor:
-    """Pickles as `rebuild(*args)`, the way torch pickles a tensor."""
-
-    def __init__(self, rebuild, args):
-        self.rebuild, self.args = rebuild, args
-
-    def __reduce__(self):
-        return self.rebuild, self.args
-
-
-class _TorchPickler(pickle._Pickler):
-    dispatch = dict(pickle._Pickler.dispatch)
-
-    def save_torch_global(self, obj):
-        self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode())
-        self.memoize(obj)
-
-    dispatch[_TorchGlobal] = save_torch_global
-
-    def persistent_id(self, obj):
-        return obj.persistent_id if isinstance(obj, _Storage) else None
-
-
-def _pickle(obj):
-    data = io.BytesIO()
-    _TorchPickler(data, protocol=2).dump(obj)
-    return data.getvalue()
-
-
-def write_pth(path, state):
-    """Writes {name: array} as torch >= 1.6's torch.save(state_dict, path) does (zip)."""
-    arrays = {name: np.ascontiguousarray(a) for name, a in state.items()}
-    rebuild = _TorchGlobal("torch._utils", "_rebuild_tensor_v2")
-    tensors = collections.OrderedDict()
-    for i, (name, a) in enumerate(arrays.items()):
-        storage = _Storage(("storage", _STORAGE_TYPES[a.dtype], str(i), "cpu", a.size))
-        stride = tuple(s // a.itemsize for s in a.strides)
-        hooks = collections.OrderedDict()
-        tensors[name] = _Tensor(rebuild, (storage, 0, a.shape, stride, False, hooks))
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("archive/data.pkl", _pickle(tensors))
-        archive.writestr("archive/byteorder", "little")
-        for i, array in enumerate(arrays.values()):
-            archive.writestr(f"archive/data/{i}", array.tobytes())
-        archive.writestr("archive/version", "3\n")
+# Release files.
 
 
 def with_batch_counters(state):
@@ -119,82 +42,6 @@ def with_batch_counters(state):
         if name.endswith("running_mean")
     }
     return state | counters
-
-
-# ---------------------------------------------------------------------------------------------
-# The torch-free reader against files torch wrote.
-
-
-def torch_fixture_expected():
-    """The state dict tests/fixtures/make_pth_fixture.py writes, rebuilt with NumPy."""
-    base = np.arange(24, dtype=np.float32).reshape(4, 6)
-    return {
-        "net.0.weight": np.arange(6, dtype=np.float32).reshape(2, 3) / 4,
-        "net.0.bias": np.array([-1.0, 0.5], np.float32),
-        "net.1.weight": np.array([1.5, 2.0], np.float32),
-        "net.1.bias": np.array([0.25, -0.25], np.float32),
-        "net.1.running_mean": np.array([0.1, 0.2], np.float32),
-        "net.1.running_var": np.array([3.0, 4.0], np.float32),
-        "net.1.num_batches_tracked": np.array(7, np.int64),
-        "base": base,
-        "strided": base[1:, ::2].T,
-        "float64": np.array([0.1, -2.5, 3.0], np.float64),
-        "int64": np.array([[-3, 2**40]], np.int64),
-    }
-
-
-@pytest.mark.parametrize("name", ["torch_state_dict.pth", "torch_state_dict_legacy.pth"])
-def test_reader_returns_the_tensors_torch_wrote(name):
-    state = load_state_dict(os.path.join(FIXTURES, name))
-    expected = torch_fixture_expected()
-    assert list(state) == list(expected)
-    for key, want in expected.items():
-        assert state[key].dtype == want.dtype and state[key].shape == want.shape, key
-        np.testing.assert_array_equal(state[key], want, err_msg=key)
-
-
-def test_reader_reads_the_torch_0_3_legacy_form(tmp_path):
-    # torch < 0.4 (StackGAN-Pytorch's era) pickled tensors with `_rebuild_tensor`, named CUDA
-    # storage classes, and could point at a view (key, offset, size) of a root storage.
-    root = np.arange(10, dtype=np.float32)
-    view = _Storage(
-        ("storage", _TorchGlobal("torch.cuda", "FloatStorage"), "7", "cuda:0", 10, ("8", 4, 6))
-    )
-    rebuild = _TorchGlobal("torch._utils", "_rebuild_tensor")
-    state = collections.OrderedDict(w=_Tensor(rebuild, (view, 1, (2, 2), (1, 2))))
-    system = {"protocol_version": 1001, "little_endian": True, "type_sizes": {"long": 8}}
-    header = [pickle.dumps(x, protocol=2) for x in (0x1950A86A20F9469CFC6C, 1001, system)]
-    storages = pickle.dumps(["7"], protocol=2) + struct.pack("<q", root.size) + root.tobytes()
-    (tmp_path / "old.pth").write_bytes(b"".join(header) + _pickle(state) + storages)
-    # The view holds root[4:10]; w[i, j] = view[1 + i + 2j].
-    np.testing.assert_array_equal(load_state_dict(tmp_path / "old.pth")["w"], [[5, 7], [6, 8]])
-
-
-def test_reader_refuses_globals_a_state_dict_never_names(tmp_path):
-    marker = tmp_path / "ran"
-
-    class RunsCode:
-        def __reduce__(self):
-            return os.system, (f"touch {marker}",)
-
-    path = tmp_path / "evil.pth"
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("archive/data.pkl", pickle.dumps({"x": RunsCode()}, protocol=2))
-    with pytest.raises(UnsafePickleError, match=r"refusing to load global posix\.system"):
-        load_state_dict(path)
-    assert not marker.exists()
-
-
-def test_reader_errors_name_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nothing.pth"):
-        load_state_dict(tmp_path / "nothing.pth")
-    (tmp_path / "text.pth").write_text("not a torch file")
-    with pytest.raises(TorchFileError, match="text.pth is neither a torch.save zip nor a legacy"):
-        load_state_dict(tmp_path / "text.pth")
-    with zipfile.ZipFile(tmp_path / "list.pth", "w") as archive:
-        archive.writestr("archive/data.pkl", pickle.dumps([1, 2], protocol=2))
-    with pytest.raises(TorchFileError, match="does not hold a state dict"):
-        load_state_dict(tmp_path / "list.pth")
 
 
 def test_release_step_is_the_last_number_of_the_file_name():

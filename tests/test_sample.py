@@ -16,7 +16,7 @@ from PIL import Image
 
 from stackgan_jax import evaluate, inference, sample
 from stackgan_jax.evaluation import fid as fid_evaluation
-from stackgan_jax.metrics import fid, inception
+from stackgan_jax.metrics import fid, inception_features
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTORCH_FID_RANDOM = os.path.join(REPOSITORY, "tests", "fixtures", "pytorch_fid_random.pth")
@@ -113,7 +113,7 @@ def test_evaluate_reads_pytorch_fids_file_for_fid_and_the_imagenet_score(
 ):
     # A copy: other tests read the shared run's eval/ scalars, which this report would overwrite.
     workdir = str(shutil.copytree(stage1_run[1], tmp_path / "stage1"))
-    calls = record_calls(monkeypatch, inception, "imagenet_probabilities")
+    calls = record_calls(monkeypatch, inception_features, "imagenet_probabilities")
     with pytest.warns(UserWarning, match="not comparable"):  # random weights, not the release
         report = evaluate.evaluate(
             workdir,
@@ -134,7 +134,7 @@ def test_evaluate_reads_pytorch_fids_file_for_fid_and_the_imagenet_score(
     assert report["fid"]["weights"] == PYTORCH_FID_RANDOM
     cache = fid_evaluation.reference_statistics_path(workdir, 64, network)
     assert cache.name.startswith("fid_reference_64px_pytorch-fid_")
-    mu, sigma = fid.feature_statistics(inception.fid_features(network, images))
+    mu, sigma = fid.feature_statistics(inception_features.fid_features(network, images))
     expected = fid.frechet_distance(mu, sigma, *fid.load_statistics(cache))
     assert report["fid"]["fid"] == pytest.approx(expected, rel=1e-6)
 

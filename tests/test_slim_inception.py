@@ -14,7 +14,7 @@ from sklearn.datasets import load_sample_image
 
 from stackgan_jax import evaluate, visualize
 from stackgan_jax.metrics import slim_inception
-from stackgan_jax.text import MissingWeightsError
+from stackgan_jax.weights import MissingWeightsError
 
 NUM_CLASSES = 51  # the birds model: 50 test classes and the background
 SHADOW = slim_inception.MOVING_AVERAGE_SUFFIX

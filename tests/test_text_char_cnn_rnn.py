@@ -1,19 +1,29 @@
 """char-CNN-RNN: character mapping, Flax vs the Torch7 modules' maths, and the .t7 converter.
 
-The converter is tested on real Torch7 binaries written here by a small serializer (the format of
-torch.File:writeObject) holding the module objects of HybridCNNLong.lua and FixedGRU.lua, with
-nngraph's module order derived from the graphs those files build.
+The converter is tested on real Torch7 binaries written by the small serializer of
+tests/test_untrusted_torch7.py (the format of torch.File:writeObject), holding the module objects
+of HybridCNNLong.lua and FixedGRU.lua, with nngraph's module order derived from the graphs those
+files build.
 """
 
 import dataclasses
-import struct
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from test_untrusted_torch7 import (
+    Tensor,
+    TorchObject,
+    float_tensor,
+    nn_module,
+    shared_tensor,
+    write_t7,
+)
 
-from stackgan_jax.text import MissingWeightsError, char_cnn_rnn, torch7
+from stackgan_jax.text import char_cnn_rnn, char_cnn_rnn_t7
+from stackgan_jax.untrusted import RefusedFileError
+from stackgan_jax.weights import MissingWeightsError
 
 # The alphabet string of txt2img_demo.lua / get_embedding.lua, written out independently.
 LUA_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-,;.!?:'\"/\\|_@#$%^&*~`+-=<>()[]{} "
@@ -144,108 +154,6 @@ def test_flax_matches_torch_maths_at_full_size(full_size_weights):
 
 
 # ---------------------------------------------------------------------------------------------
-# A minimal Torch7 writer
-
-
-@dataclasses.dataclass(eq=False)
-class Storage:
-    data: np.ndarray  # 1-D float32
-
-
-@dataclasses.dataclass(eq=False)
-class Tensor:
-    storage: Storage
-    shape: tuple[int, ...]
-
-
-@dataclasses.dataclass(eq=False)
-class TorchObject:
-    class_name: str
-    fields: dict
-
-
-def float_tensor(array) -> Tensor:
-    array = np.ascontiguousarray(array, np.float32)
-    return Tensor(Storage(array.reshape(-1)), array.shape)
-
-
-def shared_tensor(tensor: Tensor) -> Tensor:
-    """What Tensor:set does for nn.Module:share: a new tensor on the same storage."""
-    return Tensor(tensor.storage, tensor.shape)
-
-
-def nn_module(class_name, **fields) -> TorchObject:
-    return TorchObject(class_name, {"train": False, **fields})
-
-
-class T7Writer:
-    """torch.File binary writeObject: int32 tags, 8-byte longs, float64 numbers."""
-
-    NIL, NUMBER, STRING, TABLE, TORCH, BOOLEAN = 0, 1, 2, 3, 4, 5
-
-    def __init__(self, file):
-        self.file = file
-        self.indices = {}
-
-    def pack(self, fmt, *values):
-        self.file.write(struct.pack("<" + fmt, *values))
-
-    def write_string(self, text: str):
-        data = text.encode()
-        self.pack("i", len(data))
-        self.file.write(data)
-
-    def write(self, obj):
-        if obj is None:
-            self.pack("i", self.NIL)
-        elif isinstance(obj, bool):
-            self.pack("ii", self.BOOLEAN, int(obj))
-        elif isinstance(obj, (int, float)):
-            self.pack("id", self.NUMBER, obj)
-        elif isinstance(obj, str):
-            self.pack("i", self.STRING)
-            self.write_string(obj)
-        else:
-            is_torch = isinstance(obj, (Storage, Tensor, TorchObject))
-            self.pack("i", self.TORCH if is_torch else self.TABLE)
-            if id(obj) in self.indices:
-                self.pack("i", self.indices[id(obj)])
-                return
-            self.indices[id(obj)] = len(self.indices) + 1
-            self.pack("i", self.indices[id(obj)])
-            if is_torch:
-                self.write_torch(obj)
-            else:
-                self.write_table(obj)
-
-    def write_table(self, table):
-        items = enumerate(table, start=1) if isinstance(table, list) else table.items()
-        items = list(items)
-        self.pack("i", len(items))
-        for key, value in items:
-            self.write(key)
-            self.write(value)
-
-    def write_torch(self, obj):
-        self.write_string("V 1")
-        if isinstance(obj, Storage):
-            self.write_string("torch.FloatStorage")
-            self.pack("q", obj.data.size)
-            self.file.write(obj.data.astype("<f4").tobytes())
-        elif isinstance(obj, Tensor):
-            self.write_string("torch.FloatTensor")
-            strides = np.cumprod((1, *obj.shape[:0:-1]))[::-1]
-            self.pack("i", len(obj.shape))
-            self.pack(f"{len(obj.shape)}q", *obj.shape)
-            self.pack(f"{len(obj.shape)}q", *strides)
-            self.pack("q", 1)  # 1-based storage offset
-            self.write(obj.storage)
-        else:
-            self.write_string(obj.class_name)
-            self.write(obj.fields)
-
-
-# ---------------------------------------------------------------------------------------------
 # The reference's module objects, in nngraph's order
 
 
@@ -362,11 +270,6 @@ def hybrid_cnn_long(weights, dropout_p, dropout_v2) -> TorchObject:
     return g_module(call(projection, call(dropout, r2)))
 
 
-def write_t7(path, obj):
-    with open(path, "wb") as file:
-        T7Writer(file).write(obj)
-
-
 @pytest.fixture(scope="module")
 def small_weights():
     return random_torch_weights(np.random.default_rng(1), SMALL_CONV_FEATURES, SMALL_EMBEDDING)
@@ -402,7 +305,7 @@ def test_converts_a_torch7_file(tmp_path, small_weights, dropout_p, dropout_v2):
     snapshot = {"protos": {"enc_doc": hybrid_cnn_long(small_weights, dropout_p, dropout_v2)}}
     write_t7(t7_path, snapshot)
 
-    params = torch7.convert(t7_path, npz_path)["params"]
+    params = char_cnn_rnn_t7.convert(t7_path, npz_path)["params"]
     conv2 = small_weights["conv2.weight"].reshape(SMALL_CONV_FEATURES[1], 4, -1)
     np.testing.assert_array_equal(params["conv2"]["kernel"], conv2.transpose(1, 2, 0))
     for role in ("i2h", "i2h_update", "i2h_reset", "h2h", "h2h_update", "h2h_reset"):
@@ -423,8 +326,8 @@ def test_rejects_a_gru_in_another_module_order(tmp_path, small_weights):
     gru_modules = gru_modules.fields["modules"]
     gru_modules[4], gru_modules[5] = gru_modules[5], gru_modules[4]  # i2h_update <-> h2h_update
     write_t7(tmp_path / "swapped.t7", {"protos": {"enc_doc": encoder}})
-    with pytest.raises(torch7.UnsupportedT7Error, match="share weights"):
-        torch7.read_char_cnn_rnn_t7(tmp_path / "swapped.t7")
+    with pytest.raises(RefusedFileError, match="share weights"):
+        char_cnn_rnn_t7.read_char_cnn_rnn_t7(tmp_path / "swapped.t7")
 
 
 def test_rejects_a_gru_that_keeps_only_its_last_state(tmp_path, small_weights):
@@ -432,8 +335,8 @@ def test_rejects_a_gru_that_keeps_only_its_last_state(tmp_path, small_weights):
     gru = next(m for m in encoder.fields["modules"] if m.class_name == "nn.gModule")
     gru.fields["modules"].pop()  # the final MulConstant(1/18) of avg = 1
     write_t7(tmp_path / "last.t7", {"protos": {"enc_doc": encoder}})
-    with pytest.raises(torch7.UnsupportedT7Error, match="average"):
-        torch7.read_char_cnn_rnn_t7(tmp_path / "last.t7")
+    with pytest.raises(RefusedFileError, match="average"):
+        char_cnn_rnn_t7.read_char_cnn_rnn_t7(tmp_path / "last.t7")
 
 
 def test_rejects_a_cnn_with_another_layer_table(tmp_path, small_weights):
@@ -441,8 +344,8 @@ def test_rejects_a_cnn_with_another_layer_table(tmp_path, small_weights):
     cnn = next(m for m in encoder.fields["modules"] if m.class_name == "nn.Sequential")
     cnn.fields["modules"].append(nn_module("nn.TemporalMaxPooling", kW=3, dW=2))  # flowers-like
     write_t7(tmp_path / "flowers.t7", encoder)  # a bare gModule is accepted too
-    with pytest.raises(torch7.UnsupportedT7Error, match="CNN layers"):
-        torch7.read_char_cnn_rnn_t7(tmp_path / "flowers.t7")
+    with pytest.raises(RefusedFileError, match="CNN layers"):
+        char_cnn_rnn_t7.read_char_cnn_rnn_t7(tmp_path / "flowers.t7")
 
 
 def test_convert_cli(tmp_path, small_weights):

@@ -7,7 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from stackgan_jax.text import ENCODERS, MissingWeightsError, char_cnn_rnn, encoder, get_encoder
+from stackgan_jax.text import ENCODERS, char_cnn_rnn, encoder, get_encoder
+from stackgan_jax.weights import MissingWeightsError
 
 
 def test_registry_names_and_errors(tmp_path):

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from stackgan_jax.text import MissingWeightsError, minilm
+from stackgan_jax.text import minilm
+from stackgan_jax.weights import MissingWeightsError
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 

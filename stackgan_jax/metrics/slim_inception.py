@@ -9,7 +9,7 @@ classes (`hanzhanggit/StackGAN-inception-model`, `inception_score.py`): birds 50
 the naming this loader reads; the later TF-slim `nets/inception_v3.py` (`InceptionV3/Conv2d_1a_3x3`,
 `Logits/Conv2d_1c_1x1`) builds the same layers under other names, with a 1x1-convolution head.
 
-The network is the FID graph of `inception.py` with an average pool in its last block and a
+The network is the FID graph of `inception_net` with an average pool in its last block and a
 classifier: every convolution is followed by a batch norm without a scale (slim's default
 `scale=False`, epsilon 0.001) and a ReLU, and `logits` is a fully connected layer with a bias on
 the 2048 pooled features. Only inference is implemented (batch norm reads the moving statistics).
@@ -43,8 +43,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from stackgan_jax import visualize
-from stackgan_jax.metrics import inception, inception_score
-from stackgan_jax.metrics.inception import (
+from stackgan_jax.metrics import inception_score
+from stackgan_jax.metrics.inception_features import pad_to
+from stackgan_jax.metrics.inception_net import (
+    FEATURE_DIM,
     INPUT_SIZE,
     MAX_POOL_3X3_S2,
     ConvBN,
@@ -55,7 +57,7 @@ from stackgan_jax.metrics.inception import (
     InceptionE,
     Pool,
 )
-from stackgan_jax.text.encoder import MissingWeightsError, Params
+from stackgan_jax.weights import MissingWeightsError, Params
 
 DEFAULT_BATCH_SIZE = 64  # inception_score.py's batch
 MOVING_AVERAGE_SUFFIX = "ExponentialMovingAverage"
@@ -128,7 +130,7 @@ class SlimInceptionV3(nn.Module):
         x = InceptionD(self.precision, name="mixed_17x17x1280a")(x)
         for name in _BLOCKS_8X8:
             x = InceptionE("avg", self.precision, name=name)(x)
-        x = Pool("avg", 8, 8, name="pool")(x).reshape(-1, inception.FEATURE_DIM)
+        x = Pool("avg", 8, 8, name="pool")(x).reshape(-1, FEATURE_DIM)
         return nn.Dense(self.num_classes, precision=self.precision, name="logits")(x)
 
 
@@ -427,7 +429,7 @@ def class_probabilities(
     logits = []
     for start in range(0, len(images), batch_size):
         chunk = preprocess(images[start : start + batch_size])
-        logits.append(slim_forward(params, inception._pad_to(chunk, batch_size))[: len(chunk)])
+        logits.append(slim_forward(params, pad_to(chunk, batch_size))[: len(chunk)])
     if not logits:
         return np.zeros((0, num_classes_of(params) - 1))
     return inception_score.known_class_probabilities(np.concatenate(jax.device_get(logits)))

@@ -6,7 +6,6 @@
 * `convert`: a release file + the config it matches → a workdir with one checkpoint.
 * `stackgan_tf`: the paper's TensorFlow checkpoints (birds, flowers) → the `tf` architecture.
 * `stackgan_pytorch`: StackGAN-Pytorch's `netG_epoch_*.pth` → the `pytorch` architecture.
-* `torch_pickle`: reads `.pth` state dicts without torch and without running the pickle's code.
 * `mapping`: named tensors → Flax variables, with errors that name the tensor at fault.
 """
 

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from absl import app, flags
 from ml_collections import config_flags
 
-from stackgan_jax.data.safe_pickle import UnsafePickleError
 from stackgan_jax.pretrained.convert import convert
 
 config_flags.DEFINE_config_file(
@@ -39,7 +38,7 @@ def main(argv: Sequence[str]) -> None:
     config = flag_values.config
     try:
         step = convert(flag_values.input, config, flag_values.workdir, flag_values.step)
-    except (ValueError, OSError, UnsafePickleError) as e:
+    except (ValueError, OSError) as e:  # untrusted.RefusedFileError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     text_weights = " --text_encoder_weights=<converted .npz>"

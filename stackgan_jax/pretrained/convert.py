@@ -56,10 +56,8 @@ def convert(
         FileNotFoundError: `source` does not exist.
         FileExistsError: `workdir` already holds checkpoints.
         ValueError: an unknown architecture, or the file does not fit the config (a
-            `mapping.ConversionError` or `torch_pickle.TorchFileError` names the tensor or the
-            problem).
-        stackgan_jax.data.safe_pickle.UnsafePickleError: a `.pth` names a global a state dict
-            never needs.
+            `mapping.ConversionError` names the tensor, an `untrusted.RefusedFileError` the
+            problem with a `.pth`, e.g. a global a state dict never needs).
     """
     arch = config.model.arch
     if arch not in READERS:

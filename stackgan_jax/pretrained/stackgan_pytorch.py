@@ -31,8 +31,8 @@ from typing import Any
 import ml_collections
 
 from stackgan_jax import models
-from stackgan_jax.pretrained import torch_pickle
 from stackgan_jax.pretrained.mapping import ConversionError, Entry, assemble
+from stackgan_jax.untrusted import torch_pickle
 
 # Flax module path → (kind, torch module name): 'conv' (weight only), 'conv_bias' (weight and
 # bias), 'dense' (Linear with bias), 'linear' (Linear without bias), 'bn' (BatchNorm).
@@ -132,7 +132,8 @@ def generator_variables(
 
     Raises:
         FileNotFoundError: no file at `path`.
-        torch_pickle.TorchFileError: not a `torch.save` state dict.
+        stackgan_jax.untrusted.RefusedFileError: not a `torch.save` state dict, or one whose
+            pickle names a global a state dict never needs.
         ConversionError: a tensor is missing or unexpected, or has the wrong shape.
     """
     what = os.fspath(path)

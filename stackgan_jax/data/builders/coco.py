@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
-import torchfile
 from etils import epath
 
-from stackgan_jax.data import safe_pickle
 from stackgan_jax.data.builders.common import (
     Candidate,
     InconsistentDataError,
@@ -29,6 +26,7 @@ from stackgan_jax.data.builders.common import (
     manual_root,
     read_splits,
 )
+from stackgan_jax.untrusted import numpy_pickle, torch7
 
 FILENAMES = "filenames.pickle"
 TRAIN_EMBEDDINGS = "train/char-CNN-RNN-embeddings.pickle"
@@ -55,7 +53,7 @@ def read_keys(root: epath.Path, split: str) -> list[str]:
     Returns:
         The keys of `<split>/filenames.pickle`.
     """
-    return [str(key) for key in safe_pickle.load_pickle(root / split / FILENAMES)]
+    return [str(key) for key in numpy_pickle.load_pickle(root / split / FILENAMES)]
 
 
 def read_annotation_captions(path: epath.Path) -> dict[str, list[str]]:
@@ -90,7 +88,7 @@ def read_train(root: epath.Path, split: str) -> list[Candidate]:
             annotated captions than embeddings.
     """
     keys = read_keys(root, split)
-    embeddings = np.asarray(safe_pickle.load_pickle(root / TRAIN_EMBEDDINGS), np.float32)
+    embeddings = np.asarray(numpy_pickle.load_pickle(root / TRAIN_EMBEDDINGS), np.float32)
     check_release_embeddings(embeddings, len(keys), TRAIN_EMBEDDINGS, f"train/{FILENAMES}")
     annotated = read_annotation_captions(root / TRAIN_CAPTIONS)
     per_image = embeddings.shape[1]
@@ -105,11 +103,6 @@ def read_train(root: epath.Path, split: str) -> list[Candidate]:
         image = root / image_path(key)
         candidates.append(Candidate(key, image, captions, embeddings=key_embeddings))
     return candidates
-
-
-def lua_list(table: dict[int, Any]) -> list[Any]:
-    """A Lua array as torchfile reads it without its list heuristic: {1: a, 2: b} -> [a, b]."""
-    return [table[i] for i in range(1, len(table) + 1)]
 
 
 def read_test(root: epath.Path, split: str) -> list[Candidate]:
@@ -129,12 +122,10 @@ def read_test(root: epath.Path, split: str) -> list[Candidate]:
     keys = read_keys(root, split)
     # torchfile's list heuristic compares each element with its table, which numpy 2 refuses for
     # arrays, so the Lua arrays are turned into lists here.
-    table = torchfile.load(
-        str(root / TEST_CAPTIONS), use_list_heuristic=False, utf8_decode_strings=True
-    )
-    captions = [str(caption) for caption in lua_list(table["raw_txt"])]
+    table = torch7.load_t7(root / TEST_CAPTIONS, lua_lists=False, decode_strings=True)
+    captions = [str(caption) for caption in torch7.lua_list(table["raw_txt"])]
     vectors = np.concatenate(
-        [np.asarray(v, np.float32).reshape(1, -1) for v in lua_list(table["fea_txt"])]
+        [np.asarray(v, np.float32).reshape(1, -1) for v in torch7.lua_list(table["fea_txt"])]
     )
     if len(vectors) != len(captions) or len(captions) % max(len(keys), 1):
         raise InconsistentDataError(

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from stackgan_jax.data import preprocess, safe_pickle
+from stackgan_jax.data import preprocess
 from stackgan_jax.data.builders.common import (
     BBox,
     Candidate,
@@ -25,6 +25,7 @@ from stackgan_jax.data.builders.common import (
     manual_root,
     read_splits,
 )
+from stackgan_jax.untrusted import numpy_pickle
 
 SPLITS = ("train", "test")
 FILENAMES = "filenames.pickle"
@@ -151,9 +152,9 @@ def read_release_split(root: epath.Path, split: str) -> ReleaseSplit:
         InconsistentDataError: the three files disagree on the number of images, or the
             embeddings are not [images, captions, 1024].
     """
-    keys = [str(key) for key in safe_pickle.load_pickle(root / split / FILENAMES)]
-    class_ids = [int(c) for c in np.asarray(safe_pickle.load_pickle(root / split / CLASS_INFO))]
-    embeddings = np.asarray(safe_pickle.load_pickle(root / split / EMBEDDINGS), np.float32)
+    keys = [str(key) for key in numpy_pickle.load_pickle(root / split / FILENAMES)]
+    class_ids = [int(c) for c in np.asarray(numpy_pickle.load_pickle(root / split / CLASS_INFO))]
+    embeddings = np.asarray(numpy_pickle.load_pickle(root / split / EMBEDDINGS), np.float32)
     if len(class_ids) != len(keys):
         raise InconsistentDataError(
             f"{split}/{CLASS_INFO} has {len(class_ids)} class ids but {split}/{FILENAMES} "

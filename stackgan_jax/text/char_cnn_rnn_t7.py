@@ -1,6 +1,6 @@
 """Reads Reed et al.'s released char-CNN-RNN encoder from a Torch7 `.t7` file.
 
-The file is read with `torchfile` (NumPy only; no Lua, no torch). It holds a training snapshot
+The file is read by `untrusted.torch7` (NumPy only; no Lua, no torch). It holds a training snapshot
 whose `protos.enc_doc` is the encoder, an nngraph `nn.gModule` built by `HybridCNNLong.lua`. Its
 `modules` list is, in order: the input `nn.Identity`, the CNN `nn.Sequential`, `nn.SplitTable`,
 the GRU (a nested `nn.gModule` from `FixedGRU.lua`), `nn.Dropout` and the final `nn.Linear`.
@@ -30,7 +30,16 @@ from stackgan_jax.text.char_cnn_rnn import (
     flax_params_from_torch,
     save_params,
 )
-from stackgan_jax.text.encoder import Params
+from stackgan_jax.untrusted import RefusedFileError
+from stackgan_jax.untrusted.torch7 import (
+    check_fields,
+    children,
+    load_t7,
+    modules_of_type,
+    single_module,
+    typename,
+)
+from stackgan_jax.weights import Params
 
 CNN_LAYOUT = (
     "nn.TemporalConvolution",
@@ -46,68 +55,16 @@ CNN_LAYOUT = (
 GRU_STEP_LAYOUT = ("i2h_update", "h2h_update", "i2h", "i2h_reset", "h2h_reset", "h2h")
 
 
-class UnsupportedT7Error(ValueError):
-    """The `.t7` file is not the hybrid char-CNN-RNN with an averaged 18-step GRU."""
-
-
-def typename(obj: object) -> str:
-    """Torch class name of an object read by `torchfile`, else its Python type name."""
-    if isinstance(obj, torchfile.TorchObject):
-        return obj.torch_typename().decode()
-    return type(obj).__name__
-
-
-def children(container: torchfile.TorchObject) -> list[torchfile.TorchObject]:
-    """The `modules` list of an `nn.Container`.
-
-    Raises:
-      UnsupportedT7Error: if it has none.
-    """
-    if container["modules"] is None:
-        raise UnsupportedT7Error(f"{typename(container)} has no modules list")
-    return container["modules"]
-
-
-def modules_of_type(container: torchfile.TorchObject, kind: str) -> list[torchfile.TorchObject]:
-    """The direct children of an `nn.Container` with Torch class `kind`, in order."""
-    return [module for module in children(container) if typename(module) == kind]
-
-
-def single_module(container: torchfile.TorchObject, kind: str) -> torchfile.TorchObject:
-    """The one direct child of class `kind`.
-
-    Raises:
-      UnsupportedT7Error: if there is not exactly one.
-    """
-    found = modules_of_type(container, kind)
-    if len(found) != 1:
-        raise UnsupportedT7Error(f"expected one {kind} in the encoder, found {len(found)}")
-    return found[0]
-
-
-def check_fields(module: torchfile.TorchObject, **expected: float) -> None:
-    """Checks hyper-parameters stored on a Torch module against the reference architecture.
-
-    Raises:
-      UnsupportedT7Error: naming the first field that differs.
-    """
-    for field, value in expected.items():
-        if module[field] is None or not math.isclose(module[field], value, rel_tol=1e-6):
-            raise UnsupportedT7Error(
-                f"{typename(module)}.{field} is {module[field]}, the reference has {value}"
-            )
-
-
 def document_encoder(checkpoint: object) -> torchfile.TorchObject:
     """The text encoder in a `.t7`: `protos.enc_doc` of a training snapshot, or the file itself.
 
     Raises:
-      UnsupportedT7Error: if that is not an `nn.gModule`.
+      RefusedFileError: if that is not an `nn.gModule`.
     """
     if isinstance(checkpoint, dict) and b"protos" in checkpoint:
         checkpoint = checkpoint[b"protos"][b"enc_doc"]
     if typename(checkpoint) != "nn.gModule":
-        raise UnsupportedT7Error(f"expected an nn.gModule encoder, found {typename(checkpoint)}")
+        raise RefusedFileError(f"expected an nn.gModule encoder, found {typename(checkpoint)}")
     return checkpoint
 
 
@@ -115,14 +72,12 @@ def cnn_weights(cnn: torchfile.TorchObject) -> dict[str, np.ndarray]:
     """Conv weights of the CNN `nn.Sequential`, after checking its layer table.
 
     Raises:
-      UnsupportedT7Error: for another layer sequence or other kernel, pool or threshold sizes
+      RefusedFileError: for another layer sequence or other kernel, pool or threshold sizes
         (the flowers and cvpr2016 encoders, for example, pool once more before an 8-step RNN).
     """
     layout = tuple(typename(layer) for layer in children(cnn))
     if layout != CNN_LAYOUT:
-        raise UnsupportedT7Error(
-            f"CNN layers are {layout}; the CUB hybrid encoder has {CNN_LAYOUT}"
-        )
+        raise RefusedFileError(f"CNN layers are {layout}; the CUB hybrid encoder has {CNN_LAYOUT}")
     convs = modules_of_type(cnn, "nn.TemporalConvolution")
     check_fields(convs[0], inputFrameSize=len(ALPHABET))
     weights = {}
@@ -146,12 +101,12 @@ def gru_weights(gru: torchfile.TorchObject) -> dict[str, np.ndarray]:
     """The six distinct linears of the FixedGRU `nn.gModule`, by role.
 
     Raises:
-      UnsupportedT7Error: if the step count, the weight sharing or the averaging of hidden states
+      RefusedFileError: if the step count, the weight sharing or the averaging of hidden states
         differs from the reference.
     """
     linears = [children(wrapper)[0] for wrapper in modules_of_type(gru, "nn.Sequential")]
     if len(linears) != 1 + len(GRU_STEP_LAYOUT) * (GRU_STEPS - 1):
-        raise UnsupportedT7Error(
+        raise RefusedFileError(
             f"GRU has {len(linears)} linear layers; an {GRU_STEPS}-step FixedGRU has"
             f" {1 + len(GRU_STEP_LAYOUT) * (GRU_STEPS - 1)}"
         )
@@ -164,10 +119,10 @@ def gru_weights(gru: torchfile.TorchObject) -> dict[str, np.ndarray]:
         same_linear(step[role], roles[role]) for step in per_step for role in GRU_STEP_LAYOUT
     )
     if not shared:
-        raise UnsupportedT7Error("GRU steps do not share weights in FixedGRU's module order")
+        raise RefusedFileError("GRU steps do not share weights in FixedGRU's module order")
     scales = [m["constant_scalar"] for m in modules_of_type(gru, "nn.MulConstant")]
     if not any(math.isclose(scale, 1 / GRU_STEPS) for scale in scales):
-        raise UnsupportedT7Error("GRU does not average its hidden states (FixedGRU avg = 0)")
+        raise RefusedFileError("GRU does not average its hidden states (FixedGRU avg = 0)")
     weights = {}
     for role, linear in roles.items():
         weights[f"gru.{role}.weight"] = linear["weight"]
@@ -199,9 +154,9 @@ def read_char_cnn_rnn_t7(path: str | pathlib.Path) -> dict[str, np.ndarray]:
       The arrays `flax_params_from_torch` takes: conv1..3, gru.<layer> and projection weights.
 
     Raises:
-      UnsupportedT7Error: if the file holds a different architecture.
+      RefusedFileError: if the file is not a Torch7 file or holds a different architecture.
     """
-    encoder = document_encoder(torchfile.load(str(path)))
+    encoder = document_encoder(load_t7(path))
     return {
         **cnn_weights(single_module(encoder, "nn.Sequential")),
         **gru_weights(single_module(encoder, "nn.gModule")),

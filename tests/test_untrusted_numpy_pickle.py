@@ -13,7 +13,8 @@ import numpy as np
 import numpy.testing._private.utils as np_testing_utils
 import pytest
 
-from stackgan_jax.data.safe_pickle import UnsafePickleError, load_pickle
+from stackgan_jax.untrusted import RefusedFileError
+from stackgan_jax.untrusted.numpy_pickle import load_pickle
 
 try:
     from numpy._core import multiarray
@@ -172,7 +173,7 @@ def test_python3_only_array_encodings_are_refused(tmp_path, protocol, refused):
     path = tmp_path / "python3.pickle"
     path.write_bytes(pickle.dumps(np.zeros(3), protocol=protocol))
     assert refused in _globals(path.read_bytes())
-    with pytest.raises(UnsafePickleError, match=re.escape(refused)):
+    with pytest.raises(RefusedFileError, match=re.escape(refused)):
         load_pickle(path)
 
 
@@ -229,7 +230,7 @@ def test_code_running_payloads_are_refused_and_do_not_run(tmp_path, payload_name
     # Behind a real array in a release-looking list, it is still refused before it runs.
     path = tmp_path / "evil.pickle"
     path.write_bytes(dumps([np.zeros(3, np.float32), payload]))
-    with pytest.raises(UnsafePickleError, match=re.escape(global_name)):
+    with pytest.raises(RefusedFileError, match=re.escape(global_name)):
         load_pickle(path)
     assert not marker.exists()
 
@@ -251,5 +252,5 @@ def test_other_globals_are_refused(tmp_path, stream):
     path = tmp_path / "refused.pickle"
     path.write_bytes(b"\x80\x02" + stream)
     module, name = stream[1:-2].decode().split("\n")
-    with pytest.raises(UnsafePickleError, match=re.escape(f"{module}.{name}")):
+    with pytest.raises(RefusedFileError, match=re.escape(f"{module}.{name}")):
         load_pickle(path)

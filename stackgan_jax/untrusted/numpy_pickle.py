@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from stackgan_jax.untrusted.errors import RefusedFileError
+
 try:
     from numpy._core import multiarray as _multiarray
 except ImportError:  # numpy < 2 has only the old name.
@@ -41,10 +43,6 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
-class UnsafePickleError(pickle.UnpicklingError):
-    """A pickle names a global that a StackGAN data file never contains."""
-
-
 class _RestrictedUnpickler(pickle.Unpickler):
     """Unpickler that resolves only numpy array, dtype and scalar reconstruction."""
 
@@ -59,12 +57,12 @@ class _RestrictedUnpickler(pickle.Unpickler):
             The allowed numpy object.
 
         Raises:
-            UnsafePickleError: `module.name` is not on the allow-list.
+            RefusedFileError: `module.name` is not on the allow-list.
         """
         try:
             return _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
-            raise UnsafePickleError(
+            raise RefusedFileError(
                 f"refusing to load global {module}.{name}: StackGAN data pickles may only "
                 "reconstruct numpy arrays, dtypes and scalars"
             ) from None
@@ -85,7 +83,7 @@ def load_pickle(path: str | os.PathLike[str]) -> Any:
 
     Raises:
         FileNotFoundError: `path` does not exist; the message names it.
-        UnsafePickleError: the file names a global other than numpy reconstruction; nothing in the
+        RefusedFileError: the file names a global other than numpy reconstruction; nothing in the
             file has been called when this is raised.
     """
     try:
