@@ -8,7 +8,7 @@ import pytest
 
 from configs import stage1 as stage1_configs
 from stackgan_jax import models
-from stackgan_jax.models import layers
+from stackgan_jax.models import cpu_conv, layers
 from stackgan_jax.models.ca import ConditioningAugmentation, sample_ca_noise
 
 
@@ -223,7 +223,7 @@ def test_conv_with_matmul_kernel_gradient_equals_xla_convolution(shape):
     x = jax.random.normal(kx, (batch, height, width, cin))
     kernel = jax.random.normal(kk, (size, size, cin, cout))
     # The per-tap path itself, whatever `conv2d` would dispatch to for this width.
-    per_tap = layers._conv_matmul_kernel_grad
+    per_tap = cpu_conv._conv_matmul_kernel_grad
     out = per_tap(x, kernel, stride, padding)
     np.testing.assert_array_equal(out, straightforward_conv(x, kernel, stride, padding))
     upstream = jax.random.normal(kg, out.shape)
@@ -238,11 +238,11 @@ def test_conv_with_matmul_kernel_gradient_equals_xla_convolution(shape):
 
 def test_conv2d_uses_the_per_tap_kernel_gradient_from_enough_output_channels():
     x = jnp.zeros((1, 4, 4, 2))
-    widths = layers.MATMUL_KERNEL_GRAD_MIN_FEATURES, layers.MATMUL_KERNEL_GRAD_MIN_FEATURES - 1
+    widths = cpu_conv.MATMUL_KERNEL_GRAD_MIN_FEATURES, cpu_conv.MATMUL_KERNEL_GRAD_MIN_FEATURES - 1
     primitives = [
         [
             equation.primitive.name
-            for equation in jax.make_jaxpr(layers.conv2d, static_argnums=(2, 3))(
+            for equation in jax.make_jaxpr(cpu_conv.conv2d, static_argnums=(2, 3))(
                 x, jnp.zeros((3, 3, 2, cout)), 1, 1
             ).eqns
         ]
