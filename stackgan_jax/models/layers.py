@@ -261,11 +261,29 @@ def modulate(x: Array, condition: Array, dtype: DType) -> Array:
 
 
 def down_block(
-    features: int, kernel_init: Initializer, norm: bool, dtype: DType, name: str
+    features: int,
+    *,
+    kernel_init: Initializer,
+    dtype: DType,
+    norm: bool = True,
+    activation: Callable[[Array], Array] | None = leaky_relu,
+    name: str,
 ) -> ConvBlock:
-    """4×4 stride-2 conv (pad 1) halving H and W, optional BN, LeakyReLU: the D down-block."""
+    """4×4 stride-2 conv (pad 1) halving H and W, optional BN, LeakyReLU: the D down-block.
+
+    Everything but `features` is a keyword, so an encoder binds `kernel_init` and `dtype` once
+    (`functools.partial`) and lists its down-blocks by width and name.
+    """
     return ConvBlock(
-        features, 4, kernel_init, 2, 1, norm=norm, activation=leaky_relu, dtype=dtype, name=name
+        features,
+        4,
+        kernel_init,
+        strides=2,
+        padding=1,
+        norm=norm,
+        activation=activation,
+        dtype=dtype,
+        name=name,
     )
 
 
@@ -283,13 +301,13 @@ class BottleneckResidual(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
+        conv = functools.partial(
+            ConvBlock, kernel_init=self.kernel_init, norm=self.norm, dtype=self.dtype
+        )
         channels = x.shape[-1]
-        block = dict(kernel_init=self.kernel_init, dtype=self.dtype, norm=self.norm)
-        h = ConvBlock(channels // 4, 1, activation=self.activation, name="conv1", **block)(x, train)
-        h = ConvBlock(
-            channels // 4, 3, padding=1, activation=self.activation, name="conv2", **block
-        )(h, train)
-        h = ConvBlock(channels, 3, padding=1, name="conv3", **block)(h, train)
+        h = conv(channels // 4, 1, activation=self.activation, name="conv1")(x, train)
+        h = conv(channels // 4, 3, padding=1, activation=self.activation, name="conv2")(h, train)
+        h = conv(channels, 3, padding=1, name="conv3")(h, train)
         return self.activation(x + h)
 
 
@@ -301,10 +319,12 @@ class ResidualBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
+        conv = functools.partial(
+            ConvBlock, kernel_size=3, kernel_init=self.kernel_init, padding=1, dtype=self.dtype
+        )
         channels = x.shape[-1]
-        block = dict(kernel_init=self.kernel_init, padding=1, dtype=self.dtype)
-        h = ConvBlock(channels, 3, activation=nn.relu, name="conv1", **block)(x, train)
-        h = ConvBlock(channels, 3, name="conv2", **block)(h, train)
+        h = conv(channels, activation=nn.relu, name="conv1")(x, train)
+        h = conv(channels, name="conv2")(h, train)
         return nn.relu(x + h)
 
 
