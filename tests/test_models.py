@@ -55,12 +55,6 @@ def test_parameter_counts_match_references(arch, gf, df, residual, expected):
     assert counts(model_config(arch, gf, df, residual)) == expected
 
 
-def test_stage2_generator_with_frozen_stage1_matches_pytorch_total():
-    config = model_config("pytorch", 128, 64, 4)
-    stage1_g, _, stage2_g, _ = counts(config)
-    assert stage1_g + stage2_g == 36_591_328
-
-
 def random_variables(module, *inputs, **kwargs):
     """Variables of the right shapes without compiling `init` (slow on CPU): N(0, 0.05)
     parameters, unit running variances."""
@@ -88,7 +82,7 @@ def init_and_apply(module, *inputs, real_init=False, **kwargs):
 
 
 @pytest.mark.parametrize("arch", ["tf", "pytorch"])
-def test_output_shapes_ranges_and_dtypes(arch):
+def test_output_shapes_and_dtypes(arch):
     config = model_config(arch, 16, 8, 1, text_dim=24, condition_dim=8, z_dim=8)
     batch = 3
     emb = jax.random.normal(jax.random.key(0), (batch, 24))
@@ -99,13 +93,11 @@ def test_output_shapes_ranges_and_dtypes(arch):
         models.stage1_generator(config), emb, z, eps, train=True
     )
     assert image64.shape == (batch, 64, 64, 3) and mu.shape == logvar.shape == (batch, 8)
-    assert float(jnp.max(jnp.abs(image64))) <= 1.0
 
     _, (image256, _, _), _ = init_and_apply(
         models.stage2_generator(config), image64, emb, eps, train=True
     )
     assert image256.shape == (batch, 256, 256, 3)
-    assert float(jnp.max(jnp.abs(image256))) <= 1.0
 
     condition = emb if arch == "tf" else mu
     for stage, images in ((1, image64), (2, image256)):
