@@ -15,8 +15,8 @@ fused into it and its `op_name` metadata (JAX's name stack), and is put into a c
 `classify_instruction`:
 - `conv_forward`, `conv_input_grad`, `conv_kernel_grad`: a convolution, or a fusion containing
   one (XLA:CPU wraps some in XNNPACK `ynn_fusion`s). The gradients are told apart by the name
-  scopes `layers.conv2d`'s CPU backward pass opens (`layers.INPUT_GRAD_SCOPE`,
-  `layers.KERNEL_GRAD_SCOPE`), or, for XLA's own transposed convolutions, by `transpose(` in
+  scopes `cpu_conv.conv2d`'s CPU backward pass opens (`cpu_conv.INPUT_GRAD_SCOPE`,
+  `cpu_conv.KERNEL_GRAD_SCOPE`), or, for XLA's own transposed convolutions, by `transpose(` in
   the name stack and a kernel-gradient output layout (`dim_labels=...->` not starting with `b`);
 - a dot (or a fusion containing one): `conv_kernel_grad` inside `KERNEL_GRAD_SCOPE` (our
   per-tap products), else `other_dot` (dense layers, the up-convolutions' phase kernels);
@@ -52,7 +52,7 @@ from typing import Any
 import jax
 
 from stackgan_jax import steps as steps_lib
-from stackgan_jax.models import layers
+from stackgan_jax.models import cpu_conv
 
 CATEGORIES = {
     "conv_forward": "convolution forward",
@@ -223,7 +223,7 @@ class HloModule:
 def scope_of(op_name: str) -> str:
     """The profiling name scope `op_name` is in, or ""."""
     segments = op_name.split("/")
-    scopes = (layers.KERNEL_GRAD_SCOPE, layers.INPUT_GRAD_SCOPE, steps_lib.OPTIMIZER_SCOPE)
+    scopes = (cpu_conv.KERNEL_GRAD_SCOPE, cpu_conv.INPUT_GRAD_SCOPE, steps_lib.OPTIMIZER_SCOPE)
     return next((scope for scope in scopes if scope in segments), "")
 
 
@@ -251,7 +251,7 @@ def classify_instruction(module: HloModule, instruction: Instruction) -> tuple[s
     if instruction is not heavy:
         description = f"{instruction.opcode}: {description}"
     scope = scope_of(heavy.op_name)
-    if scope == layers.KERNEL_GRAD_SCOPE:
+    if scope == cpu_conv.KERNEL_GRAD_SCOPE:
         return "conv_kernel_grad", description
     # XLA may rewrite a convolution as a dot; its op_name still ends in the JAX primitive.
     if heavy.opcode == "dot" and not heavy.op_name.endswith("conv_general_dilated"):
@@ -259,7 +259,7 @@ def classify_instruction(module: HloModule, instruction: Instruction) -> tuple[s
     labels = _DIM_LABELS.search(heavy.attributes)
     if labels and not labels.group(2).startswith("b"):  # XLA's backward-filter convolution.
         return "conv_kernel_grad", description
-    if scope == layers.INPUT_GRAD_SCOPE or "transpose(" in heavy.op_name:
+    if scope == cpu_conv.INPUT_GRAD_SCOPE or "transpose(" in heavy.op_name:
         return "conv_input_grad", description
     return "conv_forward", description
 
@@ -358,7 +358,7 @@ class OpRow:
     Attributes:
       op: the HLO instruction, or the PyTorch op name.
       category: its category (a key of CATEGORIES, or one `SideProfile.shares` splits).
-      scope: the name scope it ran in (`layers.KERNEL_GRAD_SCOPE`, `layers.INPUT_GRAD_SCOPE`,
+      scope: the name scope it ran in (`cpu_conv.KERNEL_GRAD_SCOPE`, `cpu_conv.INPUT_GRAD_SCOPE`,
         `steps.OPTIMIZER_SCOPE`), or "".
       wall_ms: its share of the step's wall time, ms per step.
       op_ms: its own (self) time, ms per step; more than `wall_ms` when it ran beside others.

@@ -18,7 +18,7 @@ from benchmarks import flops, op_profile
 from configs import stage1 as stage1_configs
 from configs import stage2 as stage2_configs
 from stackgan_jax import steps
-from stackgan_jax.models import layers
+from stackgan_jax.models import cpu_conv, layers
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -157,8 +157,8 @@ def test_profile_step_script_prints_one_json_record():
     assert 0 < ours["busy_ms_per_step"] <= 1e3 * ours["sec_per_step_profiled"]
     assert ours["op_ms_per_step"] >= ours["busy_ms_per_step"] * (1 - 1e-9)
     assert set(ours["scopes_ms_per_step"]) == {
-        layers.INPUT_GRAD_SCOPE,
-        layers.KERNEL_GRAD_SCOPE,
+        cpu_conv.INPUT_GRAD_SCOPE,
+        cpu_conv.KERNEL_GRAD_SCOPE,
         steps.OPTIMIZER_SCOPE,
     }
     assert 0 < len(ours["top_ops"]) <= 15
@@ -183,7 +183,7 @@ def test_wall_time_is_shared_among_the_ops_running_at_once():
 def test_compiled_instructions_are_classified():
     def loss(x, kernel, dense):
         with jax.named_scope("net"):
-            y = layers.conv2d(x, kernel, 1, 1)
+            y = cpu_conv.conv2d(x, kernel, 1, 1)
             return jnp.sum(jnp.tanh(y.reshape(2, -1) @ dense))
 
     def step(x, kernel, dense):
@@ -192,7 +192,7 @@ def test_compiled_instructions_are_classified():
             return [p - 0.1 * jnp.sign(g) for p, g in zip((x, kernel, dense), grads, strict=True)]
 
     # 8 output channels: enough for conv2d's per-tap kernel gradient (its name scope).
-    features = layers.MATMUL_KERNEL_GRAD_MIN_FEATURES
+    features = cpu_conv.MATMUL_KERNEL_GRAD_MIN_FEATURES
     args = (
         jnp.ones((2, 8, 8, 4)),
         jnp.ones((3, 3, 4, features)),

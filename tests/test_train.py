@@ -300,6 +300,5 @@ def test_a_metric_that_cannot_run_stops_the_run_before_it_trains(data_dir, tmp_p
 
 
 def test_evaluation_is_off_by_default(stage1_run):
-    config, workdir, _ = stage1_run
-    assert config.eval.every_steps == 0
+    _, workdir, _ = stage1_run
     assert not scalars(workdir, keep=is_eval)

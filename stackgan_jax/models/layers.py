@@ -1,7 +1,9 @@
 """Building blocks shared by the Stage-I and Stage-II networks of both reference architectures.
 
 Everything is NHWC. Convolutions carry no bias (as in both references) unless a block says so.
-`dtype` is the computation dtype; parameters and BatchNorm statistics stay float32.
+`dtype` is the computation dtype; parameters and BatchNorm statistics stay float32. Every
+convolution goes through `cpu_conv.conv2d`, XLA's convolution with a kernel gradient that is
+fast on CPU.
 """
 
 import functools
@@ -12,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from stackgan_jax.models.cpu_conv import conv2d
 
 Array = jax.Array
 DType = Any
@@ -104,94 +108,6 @@ def batch_norm(dtype: DType, name: str | None = None) -> nn.BatchNorm:
         dtype=dtype,
         name=name,
     )
-
-
-def _lax_conv(x: Array, kernel: Array, stride: int, padding: int) -> Array:
-    return jax.lax.conv_general_dilated(
-        x,
-        kernel,
-        window_strides=(stride, stride),
-        padding=((padding, padding), (padding, padding)),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-    )
-
-
-# Name scopes of `conv2d`'s CPU backward pass; they appear in the HLO ops' `op_name` metadata,
-# which is how profiles (benchmarks/profile_step.py) tell the two gradients apart.
-INPUT_GRAD_SCOPE = "conv_input_grad"
-KERNEL_GRAD_SCOPE = "conv_kernel_grad"
-
-
-# Output channels from which the per-tap matrix products beat XLA:CPU's backward-filter
-# convolution (see `conv2d`).
-MATMUL_KERNEL_GRAD_MIN_FEATURES = 8
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv_matmul_kernel_grad(x: Array, kernel: Array, stride: int, padding: int) -> Array:
-    return _lax_conv(x, kernel, stride, padding)
-
-
-def _conv_forward(x: Array, kernel: Array, stride: int, padding: int) -> tuple[Array, Any]:
-    return _lax_conv(x, kernel, stride, padding), (x, kernel)
-
-
-def _tap_kernel_grad(window: Array, upstream: Array) -> Array:
-    """One kernel tap's gradient [C, D]: Σ over batch and positions of window ⊗ upstream.
-
-    Written as upstreamᵀ [D, NHW] · window [NHW, C] on 2-D views, then transposed: XLA:CPU then
-    streams the large window as it is, where `einsum('nhwc,nhwd->cd')` first made a transposed
-    copy of it (2–3× slower at the birds widths, measured per layer).
-    """
-    channels, features = window.shape[-1], upstream.shape[-1]
-    return jnp.dot(upstream.reshape(-1, features).T, window.reshape(-1, channels)).T
-
-
-def _conv_backward(stride: int, padding: int, residuals: Any, upstream: Array) -> Any:
-    x, kernel = residuals
-    with jax.named_scope(INPUT_GRAD_SCOPE):
-        (x_grad,) = jax.vjp(lambda a: _lax_conv(a, kernel, stride, padding), x)[1](upstream)
-    with jax.named_scope(KERNEL_GRAD_SCOPE):
-        padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-        out_h, out_w = upstream.shape[1:3]
-        # Tap (i, j) of the kernel met the input pixels padded[:, i + stride·p, j + stride·q].
-        taps = [
-            [
-                _tap_kernel_grad(
-                    padded[
-                        :,
-                        i : i + stride * (out_h - 1) + 1 : stride,
-                        j : j + stride * (out_w - 1) + 1 : stride,
-                    ],
-                    upstream,
-                )
-                for j in range(kernel.shape[1])
-            ]
-            for i in range(kernel.shape[0])
-        ]
-        kernel_grad = jnp.stack([jnp.stack(row) for row in taps]).astype(kernel.dtype)
-    return x_grad, kernel_grad
-
-
-_conv_matmul_kernel_grad.defvjp(_conv_forward, _conv_backward)
-
-
-def conv2d(x: Array, kernel: Array, stride: int = 1, padding: int = 0) -> Array:
-    """NHWC × HWIO convolution with `padding` zero pixels on every side.
-
-    On CPU the kernel gradient is computed as one matrix product per kernel tap (input window ×
-    upstream gradient, summed over batch and positions) instead of XLA's backward-filter
-    convolution, which XLA:CPU runs about 10× slower than its forward convolution (5.6 against
-    54 GFLOP/s measured for a 3×3, 256→128 layer at 32×32, batch 64, where the per-tap products
-    reach 60 GFLOP/s). The value and the input gradient are XLA's own; the kernel gradient is
-    the same sum in another order. Layers with fewer than `MATMUL_KERNEL_GRAD_MIN_FEATURES`
-    output channels (the 3-channel image layers) keep XLA's backward-filter convolution there:
-    a [C, 3] product per tap wastes the matrix unit, and XLA's convolution was 4× faster for the
-    Stage-II 3×3, 32→3 layer at 256×256. Other backends use XLA's convolution throughout.
-    """
-    if jax.default_backend() == "cpu" and kernel.shape[-1] >= MATMUL_KERNEL_GRAD_MIN_FEATURES:
-        return _conv_matmul_kernel_grad(x, kernel, stride, padding)
-    return _lax_conv(x, kernel, stride, padding)
 
 
 class Conv(nn.Module):
@@ -345,11 +261,29 @@ def modulate(x: Array, condition: Array, dtype: DType) -> Array:
 
 
 def down_block(
-    features: int, kernel_init: Initializer, norm: bool, dtype: DType, name: str
+    features: int,
+    *,
+    kernel_init: Initializer,
+    dtype: DType,
+    norm: bool = True,
+    activation: Callable[[Array], Array] | None = leaky_relu,
+    name: str,
 ) -> ConvBlock:
-    """4×4 stride-2 conv (pad 1) halving H and W, optional BN, LeakyReLU: the D down-block."""
+    """4×4 stride-2 conv (pad 1) halving H and W, optional BN, LeakyReLU: the D down-block.
+
+    Everything but `features` is a keyword, so an encoder binds `kernel_init` and `dtype` once
+    (`functools.partial`) and lists its down-blocks by width and name.
+    """
     return ConvBlock(
-        features, 4, kernel_init, 2, 1, norm=norm, activation=leaky_relu, dtype=dtype, name=name
+        features,
+        4,
+        kernel_init,
+        strides=2,
+        padding=1,
+        norm=norm,
+        activation=activation,
+        dtype=dtype,
+        name=name,
     )
 
 
@@ -367,13 +301,13 @@ class BottleneckResidual(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
+        conv = functools.partial(
+            ConvBlock, kernel_init=self.kernel_init, norm=self.norm, dtype=self.dtype
+        )
         channels = x.shape[-1]
-        block = dict(kernel_init=self.kernel_init, dtype=self.dtype, norm=self.norm)
-        h = ConvBlock(channels // 4, 1, activation=self.activation, name="conv1", **block)(x, train)
-        h = ConvBlock(
-            channels // 4, 3, padding=1, activation=self.activation, name="conv2", **block
-        )(h, train)
-        h = ConvBlock(channels, 3, padding=1, name="conv3", **block)(h, train)
+        h = conv(channels // 4, 1, activation=self.activation, name="conv1")(x, train)
+        h = conv(channels // 4, 3, padding=1, activation=self.activation, name="conv2")(h, train)
+        h = conv(channels, 3, padding=1, name="conv3")(h, train)
         return self.activation(x + h)
 
 
@@ -385,10 +319,12 @@ class ResidualBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
+        conv = functools.partial(
+            ConvBlock, kernel_size=3, kernel_init=self.kernel_init, padding=1, dtype=self.dtype
+        )
         channels = x.shape[-1]
-        block = dict(kernel_init=self.kernel_init, padding=1, dtype=self.dtype)
-        h = ConvBlock(channels, 3, activation=nn.relu, name="conv1", **block)(x, train)
-        h = ConvBlock(channels, 3, name="conv2", **block)(h, train)
+        h = conv(channels, activation=nn.relu, name="conv1")(x, train)
+        h = conv(channels, name="conv2")(h, train)
         return nn.relu(x + h)
 
 

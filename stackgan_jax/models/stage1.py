@@ -47,24 +47,24 @@ class Stage1GeneratorTF(nn.Module):
     def __call__(
         self, embedding: Array, z: Array, ca_noise: Array, train: bool
     ) -> tuple[Array, Array, Array]:
-        init, dt = conv_init("tf"), self.dtype
-        condition, mu, logvar = ConditioningAugmentation(self.condition_dim, "tf", dt, name="ca")(
-            embedding, ca_noise
-        )
+        init, gf = conv_init("tf"), self.gf_dim
+        residual = functools.partial(BottleneckResidual, init, nn.relu, self.dtype)
+        up = functools.partial(UpBlock, kernel_init=init, dtype=self.dtype)
+        condition, mu, logvar = ConditioningAugmentation(
+            self.condition_dim, "tf", self.dtype, name="ca"
+        )(embedding, ca_noise)
         # Opt-in: the condition also modulates every up-block (`UpBlock`).
         modulation = condition if self.text_modulation else None
         h = jnp.concatenate([condition, z.astype(condition.dtype)], axis=-1)
-        h = nn.Dense(4 * 4 * 8 * self.gf_dim, kernel_init=DENSE_INIT, dtype=dt, name="fc")(h)
-        h = batch_norm(dt, name="fc_bn")(h, use_running_average=not train)
-        h = h.reshape(h.shape[0], 4, 4, 8 * self.gf_dim)
-        h = BottleneckResidual(init, nn.relu, dt, name="res4")(h, train)
-        h = UpBlock(4 * self.gf_dim, init, activation=None, dtype=dt, name="up8")(
-            h, train, modulation
-        )
-        h = BottleneckResidual(init, nn.relu, dt, name="res8")(h, train)
-        h = UpBlock(2 * self.gf_dim, init, dtype=dt, name="up16")(h, train, modulation)
-        h = UpBlock(self.gf_dim, init, dtype=dt, name="up32")(h, train, modulation)
-        h = UpsampleConv(3, init, dt, name="to_image")(h)
+        h = nn.Dense(4 * 4 * 8 * gf, kernel_init=DENSE_INIT, dtype=self.dtype, name="fc")(h)
+        h = batch_norm(self.dtype, name="fc_bn")(h, use_running_average=not train)
+        h = h.reshape(h.shape[0], 4, 4, 8 * gf)
+        h = residual(name="res4")(h, train)
+        h = up(4 * gf, activation=None, name="up8")(h, train, modulation)
+        h = residual(name="res8")(h, train)
+        h = up(2 * gf, name="up16")(h, train, modulation)
+        h = up(gf, name="up32")(h, train, modulation)
+        h = UpsampleConv(3, init, self.dtype, name="to_image")(h)
         return jnp.tanh(h), mu, logvar
 
 
@@ -89,20 +89,24 @@ class Stage1GeneratorPyTorch(nn.Module):
     def __call__(
         self, embedding: Array, z: Array, ca_noise: Array, train: bool
     ) -> tuple[Array, Array, Array]:
-        init, dt, ngf = conv_init("pytorch"), self.dtype, 8 * self.gf_dim
+        init, ngf = conv_init("pytorch"), 8 * self.gf_dim
         condition, mu, logvar = ConditioningAugmentation(
-            self.condition_dim, "pytorch", dt, name="ca"
+            self.condition_dim, "pytorch", self.dtype, name="ca"
         )(embedding, ca_noise)
         modulation = condition if self.text_modulation else None
         h = jnp.concatenate([z.astype(condition.dtype), condition], axis=-1)
-        h = nn.Dense(16 * ngf, use_bias=False, kernel_init=DENSE_INIT, dtype=dt, name="fc")(h)
-        h = nn.relu(batch_norm(dt, name="fc_bn")(h, use_running_average=not train))
+        h = nn.Dense(16 * ngf, use_bias=False, kernel_init=DENSE_INIT, dtype=self.dtype, name="fc")(
+            h
+        )
+        h = nn.relu(batch_norm(self.dtype, name="fc_bn")(h, use_running_average=not train))
         # The reference views the FC output as [N, C, 4, 4]; keeping that order keeps its
         # weights loadable as they are.
         h = h.reshape(h.shape[0], ngf, 4, 4).transpose(0, 2, 3, 1)
         for i, features in enumerate((ngf // 2, ngf // 4, ngf // 8, ngf // 16)):
-            h = UpBlock(features, init, dtype=dt, name=f"up{8 << i}")(h, train, modulation)
-        h = ConvBlock(3, 3, init, padding=1, norm=False, dtype=dt, name="to_image")(h, train)
+            h = UpBlock(features, init, dtype=self.dtype, name=f"up{8 << i}")(h, train, modulation)
+        h = ConvBlock(3, 3, init, padding=1, norm=False, dtype=self.dtype, name="to_image")(
+            h, train
+        )
         return jnp.tanh(h), mu, logvar
 
 
@@ -119,15 +123,13 @@ class Stage1EncoderTF(nn.Module):
 
     @nn.compact
     def __call__(self, images: Array, train: bool) -> Array:
-        init, dt, df = conv_init("tf"), self.dtype, self.df_dim
-        down = dict(kernel_init=init, strides=2, padding=1, dtype=dt)
-        h = ConvBlock(df, 4, norm=False, activation=leaky_relu, name="down1", **down)(images, train)
-        h = ConvBlock(2 * df, 4, norm=self.norm, activation=leaky_relu, name="down2", **down)(
-            h, train
-        )
-        h = ConvBlock(4 * df, 4, norm=self.norm, name="down3", **down)(h, train)
-        h = ConvBlock(8 * df, 4, norm=self.norm, name="down4", **down)(h, train)
-        return BottleneckResidual(init, leaky_relu, dt, self.norm, name="res")(h, train)
+        init, df = conv_init("tf"), self.df_dim
+        down = functools.partial(down_block, kernel_init=init, dtype=self.dtype, norm=self.norm)
+        h = down(df, norm=False, name="down1")(images, train)
+        h = down(2 * df, name="down2")(h, train)
+        h = down(4 * df, activation=None, name="down3")(h, train)
+        h = down(8 * df, activation=None, name="down4")(h, train)
+        return BottleneckResidual(init, leaky_relu, self.dtype, self.norm, name="res")(h, train)
 
 
 class Stage1EncoderPyTorch(nn.Module):
@@ -139,10 +141,10 @@ class Stage1EncoderPyTorch(nn.Module):
 
     @nn.compact
     def __call__(self, images: Array, train: bool) -> Array:
-        init, dt, h = conv_init("pytorch"), self.dtype, images
+        down = functools.partial(down_block, kernel_init=conv_init("pytorch"), dtype=self.dtype)
+        h = images
         for i, mult in enumerate((1, 2, 4, 8)):
-            norm = i > 0 and self.norm
-            h = down_block(mult * self.df_dim, init, norm, dt, name=f"down{i + 1}")(h, train)
+            h = down(mult * self.df_dim, norm=i > 0 and self.norm, name=f"down{i + 1}")(h, train)
         return h
 
 
@@ -156,21 +158,22 @@ class ConditionalHeadTF(nn.Module):
 
     @nn.compact
     def __call__(self, features: Array, embedding: Array, train: bool) -> Array:
-        init, dt = conv_init("tf"), self.dtype
-        text = nn.Dense(self.condition_dim, kernel_init=DENSE_INIT, dtype=dt, name="text_fc")(
-            embedding
-        )
-        h = jnp.concatenate([features, tile_condition(leaky_relu(text), 4).astype(dt)], axis=-1)
+        init = conv_init("tf")
+        text = nn.Dense(
+            self.condition_dim, kernel_init=DENSE_INIT, dtype=self.dtype, name="text_fc"
+        )(embedding)
+        text = tile_condition(leaky_relu(text), 4).astype(self.dtype)
+        h = jnp.concatenate([features, text], axis=-1)
         h = ConvBlock(
             8 * self.df_dim,
             1,
             init,
             norm=self.norm,
             activation=leaky_relu,
-            dtype=dt,
+            dtype=self.dtype,
             name="joint",
         )(h, train)
-        return LogitConv(init, use_bias=False, dtype=dt, name="logit")(h)
+        return LogitConv(init, use_bias=False, dtype=self.dtype, name="logit")(h)
 
 
 class ConditionalHeadPyTorch(nn.Module):
@@ -182,8 +185,8 @@ class ConditionalHeadPyTorch(nn.Module):
 
     @nn.compact
     def __call__(self, features: Array, mu: Array, train: bool) -> Array:
-        init, dt = conv_init("pytorch"), self.dtype
-        h = jnp.concatenate([features, tile_condition(mu, 4).astype(dt)], axis=-1)
+        init = conv_init("pytorch")
+        h = jnp.concatenate([features, tile_condition(mu, 4).astype(self.dtype)], axis=-1)
         h = ConvBlock(
             8 * self.df_dim,
             3,
@@ -191,10 +194,10 @@ class ConditionalHeadPyTorch(nn.Module):
             padding=1,
             norm=self.norm,
             activation=leaky_relu,
-            dtype=dt,
+            dtype=self.dtype,
             name="joint",
         )(h, train)
-        return LogitConv(init, use_bias=True, dtype=dt, name="logit")(h)
+        return LogitConv(init, use_bias=True, dtype=self.dtype, name="logit")(h)
 
 
 class Projection(nn.Module):

@@ -4,6 +4,8 @@ The generator consumes a Stage-I image and its own Conditioning Augmentation sam
 Stage-I generator that makes that image is a separate network with its own variables.
 """
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -69,27 +71,22 @@ class Stage2Generator(nn.Module):
     def __call__(
         self, stage1_image: Array, embedding: Array, ca_noise: Array, train: bool
     ) -> tuple[Array, Array, Array]:
-        init, dt, gf = conv_init(self.arch), self.dtype, self.gf_dim
-        conv = dict(kernel_init=init, dtype=dt)
-        h = ConvBlock(gf, 3, padding=1, norm=False, activation=nn.relu, name="encode1", **conv)(
-            stage1_image.astype(dt), train
-        )
-        h = ConvBlock(2 * gf, 4, strides=2, padding=1, activation=nn.relu, name="encode2", **conv)(
-            h, train
-        )
-        h = ConvBlock(4 * gf, 4, strides=2, padding=1, activation=nn.relu, name="encode3", **conv)(
-            h, train
-        )
+        init, gf = conv_init(self.arch), self.gf_dim
+        conv = functools.partial(ConvBlock, kernel_init=init, padding=1, dtype=self.dtype)
+        h = stage1_image.astype(self.dtype)
+        h = conv(gf, 3, norm=False, activation=nn.relu, name="encode1")(h, train)
+        h = conv(2 * gf, 4, strides=2, activation=nn.relu, name="encode2")(h, train)
+        h = conv(4 * gf, 4, strides=2, activation=nn.relu, name="encode3")(h, train)
         condition, mu, logvar = ConditioningAugmentation(
-            self.condition_dim, self.arch, dt, name="ca"
+            self.condition_dim, self.arch, self.dtype, name="ca"
         )(embedding, ca_noise)
         h = jnp.concatenate([h, tile_condition(condition, h.shape[1])], axis=-1)
-        h = ConvBlock(4 * gf, 3, padding=1, activation=nn.relu, name="joint", **conv)(h, train)
+        h = conv(4 * gf, 3, activation=nn.relu, name="joint")(h, train)
         for i in range(self.num_residual):
-            h = ResidualBlock(init, dt, name=f"res{i + 1}")(h, train)
+            h = ResidualBlock(init, self.dtype, name=f"res{i + 1}")(h, train)
         for i, features in enumerate((2 * gf, gf, gf // 2, gf // 4)):
-            h = UpBlock(features, init, dtype=dt, name=f"up{32 << i}")(h, train)
-        h = ConvBlock(3, 3, padding=1, norm=False, name="to_image", **conv)(h, train)
+            h = UpBlock(features, init, dtype=self.dtype, name=f"up{32 << i}")(h, train)
+        h = conv(3, 3, norm=False, name="to_image")(h, train)
         if self.residual:
             size = h.shape[1]
             base = jax.image.resize(
@@ -114,14 +111,17 @@ class Stage2EncoderTF(nn.Module):
 
     @nn.compact
     def __call__(self, images: Array, train: bool) -> Array:
-        init, dt, df = conv_init("tf"), self.dtype, self.df_dim
+        init, df = conv_init("tf"), self.df_dim
+        down = functools.partial(down_block, kernel_init=init, dtype=self.dtype)
+        reduce = functools.partial(
+            ConvBlock, kernel_size=1, kernel_init=init, norm=self.norm, dtype=self.dtype
+        )
         h = images
         for i in range(6):
-            h = down_block(df << i, init, i > 0 and self.norm, dt, name=f"down{i + 1}")(h, train)
-        reduce = dict(kernel_init=init, norm=self.norm, dtype=dt)
-        h = ConvBlock(16 * df, 1, activation=leaky_relu, name="reduce1", **reduce)(h, train)
-        h = ConvBlock(8 * df, 1, name="reduce2", **reduce)(h, train)
-        return BottleneckResidual(init, leaky_relu, dt, self.norm, name="res")(h, train)
+            h = down(df << i, norm=i > 0 and self.norm, name=f"down{i + 1}")(h, train)
+        h = reduce(16 * df, activation=leaky_relu, name="reduce1")(h, train)
+        h = reduce(8 * df, name="reduce2")(h, train)
+        return BottleneckResidual(init, leaky_relu, self.dtype, self.norm, name="res")(h, train)
 
 
 class Stage2EncoderPyTorch(nn.Module):
@@ -133,13 +133,22 @@ class Stage2EncoderPyTorch(nn.Module):
 
     @nn.compact
     def __call__(self, images: Array, train: bool) -> Array:
-        init, dt, df = conv_init("pytorch"), self.dtype, self.df_dim
+        init, df = conv_init("pytorch"), self.df_dim
+        down = functools.partial(down_block, kernel_init=init, dtype=self.dtype)
+        reduce = functools.partial(
+            ConvBlock,
+            kernel_size=3,
+            kernel_init=init,
+            padding=1,
+            norm=self.norm,
+            activation=leaky_relu,
+            dtype=self.dtype,
+        )
         h = images
         for i in range(6):
-            h = down_block(df << i, init, i > 0 and self.norm, dt, name=f"down{i + 1}")(h, train)
-        reduce = dict(kernel_init=init, padding=1, norm=self.norm, activation=leaky_relu, dtype=dt)
-        h = ConvBlock(16 * df, 3, name="reduce1", **reduce)(h, train)
-        return ConvBlock(8 * df, 3, name="reduce2", **reduce)(h, train)
+            h = down(df << i, norm=i > 0 and self.norm, name=f"down{i + 1}")(h, train)
+        h = reduce(16 * df, name="reduce1")(h, train)
+        return reduce(8 * df, name="reduce2")(h, train)
 
 
 class UnconditionalHead(nn.Module):
