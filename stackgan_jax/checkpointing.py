@@ -258,7 +258,9 @@ def _unreadable_file_error(error: BaseException) -> BaseException | None:
 
 def _describe(error: BaseException) -> str:
     """The first line of `error`, without the store specs (kilobytes of JSON) TensorStore adds."""
-    lines = str(error).strip().splitlines()
+    # A KeyError's str() is the repr of its message.
+    message = error.args[0] if isinstance(error, KeyError) and error.args else error
+    lines = str(message).strip().splitlines()
     line = re.sub(r"\s*\[tensorstore_spec.*", "", lines[0]) if lines else ""
     if isinstance(error, ValueError) and _TENSORSTORE_STATUS.match(line):
         return line
