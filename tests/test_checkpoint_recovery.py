@@ -4,17 +4,23 @@ A damaged checkpoint is made as a disk error, a full disk or an interrupted copy
 cut short or gone. The runs are the tiny real ones of test_train.py.
 """
 
+import contextlib
 import glob
 import logging
 import os
+import random
 import re
 import shutil
+import subprocess
+import sys
+import time
 
+import jax
 import numpy as np
 import pytest
 from conftest import debug_config
 from test_sample import run_cli
-from test_train import assert_trees_equal
+from test_train import REPOSITORY, assert_trees_equal, flag_overrides, restore_on
 
 from stackgan_jax import checkpointing, inference, parallel, train
 from stackgan_jax import state as state_lib
@@ -193,3 +199,117 @@ def test_the_clis_fall_back_from_a_damaged_checkpoint_and_refuse_it_by_step(
     assert result.returncode == 1
     assert "error: The checkpoint at step 4 in" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+TMP_SUFFIX = ".orbax-checkpoint-tmp"  # Orbax writes a checkpoint here, then renames it.
+
+
+def committed_steps(checkpoints):
+    names = os.listdir(checkpoints) if os.path.isdir(checkpoints) else []
+    return sorted(int(name) for name in names if name.isdigit())
+
+
+class Attempt:
+    """One start of the training command, its output in a file."""
+
+    def __init__(self, command, env, log_path):
+        self.started_ns = time.time_ns()
+        self.log_path = log_path
+        with open(log_path, "w") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, cwd=REPOSITORY, env=env
+            )
+
+    def unfinished_writes(self, checkpoints):
+        """The steps whose checkpoints this attempt has begun but not finished writing.
+
+        An earlier attempt killed mid-write leaves the same directory behind, older.
+        """
+        steps = []
+        for name in os.listdir(checkpoints) if os.path.isdir(checkpoints) else []:
+            with contextlib.suppress(FileNotFoundError):  # renamed meanwhile
+                changed = os.stat(os.path.join(checkpoints, name)).st_ctime_ns
+                if name.endswith(TMP_SUFFIX) and changed >= self.started_ns:
+                    steps.append(int(name.removesuffix(TMP_SUFFIX)))
+        return steps
+
+    def reached(self, event, step, checkpoints):
+        """Whether step's checkpoint is being written by this attempt ('write') or 'committed'."""
+        if event == "write":
+            return step in self.unfinished_writes(checkpoints)
+        return step in committed_steps(checkpoints)
+
+    def kill_after(self, event, step, checkpoints, delay, timeout=300):
+        """SIGKILLs the process `delay` seconds after `reached`, unless it has ended by then.
+
+        Returns:
+          The process's return code: -9 if killed.
+        """
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None and not self.reached(event, step, checkpoints):
+            assert time.monotonic() < deadline, self.output()[-3000:]
+            time.sleep(0.005)
+        time.sleep(delay)
+        self.process.kill()
+        return self.process.wait()
+
+    def output(self):
+        with open(self.log_path) as log:
+            return log.read()
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_restarts_end_as_the_uninterrupted_run(
+    stage1_run, data_dir, tmp_path
+):
+    config, _, uninterrupted = stage1_run
+    workdir = tmp_path / "killed"
+    checkpoints = str(workdir / "checkpoints")
+    command = [
+        sys.executable,
+        "-m",
+        "stackgan_jax.main",
+        *flag_overrides(
+            "configs/stage1.py",
+            data_dir,
+            workdir,
+            **{"train.num_steps": 4, "checkpoint_every_steps": 2},
+        ),
+    ]
+    # The matmul precision of the in-process run it is compared with (conftest).
+    env = {**os.environ, "JAX_DEFAULT_MATMUL_PRECISION": "highest"}
+    rng = random.Random(17)
+    # (what the kill waits for, then a random delay of up to this many seconds). A process's
+    # first checkpoint write takes seconds (Orbax compiles a slice per array), so kills 1 and 3
+    # land in a write: of a fresh run, then of a resumed one. Kill 2 lands anywhere in the
+    # second half of a run: a step, the write of step 4 or the last moments before it exits.
+    plan = [("write", 2, 0.0), ("committed", 2, 1.0), ("write", 4, 0.2)]
+    kills = []
+    for index, (event, step, max_delay) in enumerate(plan):
+        resumed_from = max(committed_steps(checkpoints), default=0)
+        if step <= resumed_from:
+            continue  # A kill came too late to stop the previous attempt before this moment.
+        attempt = Attempt(command, env, tmp_path / f"attempt_{index}.log")
+        delay = rng.uniform(0.0, max_delay)
+        returncode = attempt.kill_after(event, step, checkpoints, delay)
+        if resumed_from:
+            assert f"Resumed from step {resumed_from} " in attempt.output()
+        seconds = (time.time_ns() - attempt.started_ns) / 1e9
+        cut_short = attempt.unfinished_writes(checkpoints)
+        kills.append((event, step, round(delay, 2), returncode, cut_short, round(seconds, 1)))
+    print("kills (after, step, delay, return code, writes cut short, seconds):", kills)
+    assert kills[0][3:5] == (-9, [2]), kills
+
+    resumed_from = max(committed_steps(checkpoints), default=0)
+    last = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, cwd=REPOSITORY, env=env
+    )
+    assert last.returncode == 0, last.stderr[-3000:]
+    if resumed_from:
+        assert f"Resumed from step {resumed_from} " in last.stderr
+    # Every unfinished write was replaced when its step was saved again.
+    assert sorted(os.listdir(checkpoints)) == ["2", "4"]
+    restored = restore_on(str(workdir), config, jax.devices())
+    assert int(restored.step) == 4
+    for net in ("generator", "discriminator"):
+        assert_trees_equal(getattr(restored, net), getattr(uninterrupted, net))
