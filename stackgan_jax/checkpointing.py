@@ -244,12 +244,14 @@ def _unreadable_file_error(error: BaseException) -> BaseException | None:
 
     What reading a damaged checkpoint raises: TensorStore's ValueErrors (Orbax re-raises an
     array's as a bare Exception `from` it), `json.JSONDecodeError` for a metadata file cut short,
-    OSError for a missing file and KeyError for a missing item. Anything else (a bug, a config
-    that does not fit) is no sign of damage and is not caught.
+    OSError for a missing file, and Orbax's KeyError for a missing item. Anything else (a bug, a
+    checkpoint of another layout) is no sign of damage and is not caught.
     """
     while error is not None:
-        if isinstance(error, (OSError, KeyError, json.JSONDecodeError)) or (
-            isinstance(error, ValueError) and _TENSORSTORE_STATUS.match(str(error))
+        if (
+            isinstance(error, (OSError, json.JSONDecodeError))
+            or (isinstance(error, ValueError) and _TENSORSTORE_STATUS.match(str(error)))
+            or (isinstance(error, KeyError) and "was not found in the checkpoint" in str(error))
         ):
             return error
         error = error.__cause__
@@ -366,7 +368,7 @@ def restore_newest_readable(
         try:
             return restore_step(step)
         except DamagedCheckpointError as error:
-            others = [s for s in steps if s != step]
+            others = sorted(s for s in steps if s != step)
             raise DamagedCheckpointError(
                 f"{error}. Other checkpoints there: {others or 'none'}."
             ) from error
