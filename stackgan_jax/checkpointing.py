@@ -7,18 +7,31 @@ A checkpoint holds the items `generator`, `discriminator` (params, batch_stats, 
 commit). A workdir therefore suffices
 to resume, sample or evaluate. Arrays are restored onto whatever mesh is current, so a checkpoint
 saved on 8 devices restores on 1.
+
+A checkpoint whose files cannot be read (one truncated or missing, as a disk error, a full disk or
+an interrupted copy leaves it) is reported and skipped: `restore_newest_readable` falls back to
+the newest checkpoint that restores completely. Training moves the damaged one aside to
+`<step>.damaged` (see `set_aside`) so that it can save that step again; readers leave it in
+place.
 """
 
+import contextlib
+import json
+import logging as pylogging
 import os
+import re
 import subprocess
+import sys
+from collections.abc import Callable, Sequence
 from importlib import metadata
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
+from jax.experimental import multihost_utils
 
 from stackgan_jax.state import GANState
 
@@ -63,8 +76,19 @@ STAGE1_FIELDS = (
 )
 
 
+# The name a damaged checkpoint's directory is given when training sets it aside: not a step to
+# Orbax, which therefore neither restores nor garbage-collects it.
+DAMAGED_SUFFIX = ".damaged"
+
+_T = TypeVar("_T")
+
+
 class CheckpointMismatchError(ValueError):
     """A checkpoint does not fit the config it is restored into."""
+
+
+class DamagedCheckpointError(RuntimeError):
+    """A checkpoint whose files cannot be read: one is truncated, missing or corrupt."""
 
 
 def checkpoint_dir(workdir: str) -> epath.Path:
@@ -210,6 +234,190 @@ def _restore_args(abstract: Any) -> ocp.args.PyTreeRestore:
     )
 
 
+# A TensorStore error's message starts with its status code: "OUT_OF_RANGE: ..." for a file cut
+# short, "DATA_LOSS: ..." for one that does not decode, "NOT_FOUND: ..." for a missing one.
+_TENSORSTORE_STATUS = re.compile(r"[A-Z][A-Z_]+: ")
+
+
+def _unreadable_file_error(error: BaseException) -> BaseException | None:
+    """The error in `error`'s chain of causes that says a checkpoint file cannot be read, if any.
+
+    What reading a damaged checkpoint raises: TensorStore's ValueErrors (Orbax re-raises an
+    array's as a bare Exception `from` it), `json.JSONDecodeError` for a metadata file cut short,
+    OSError for a missing file, and Orbax's KeyError for a missing item. Anything else (a bug, a
+    checkpoint of another layout) is no sign of damage and is not caught.
+    """
+    while error is not None:
+        if (
+            isinstance(error, (OSError, json.JSONDecodeError))
+            or (isinstance(error, ValueError) and _TENSORSTORE_STATUS.match(str(error)))
+            or (isinstance(error, KeyError) and "was not found in the checkpoint" in str(error))
+        ):
+            return error
+        error = error.__cause__
+    return None
+
+
+def _describe(error: BaseException) -> str:
+    """The first line of `error`, without the store specs (kilobytes of JSON) TensorStore adds."""
+    # A KeyError's str() is the repr of its message.
+    message = error.args[0] if isinstance(error, KeyError) and error.args else error
+    lines = str(message).strip().splitlines()
+    line = re.sub(r"\s*\[tensorstore_spec.*", "", lines[0]) if lines else ""
+    if isinstance(error, ValueError) and _TENSORSTORE_STATUS.match(line):
+        return line
+    return f"{type(error).__name__}: {line}" if line else type(error).__name__
+
+
+# When one read of a restore fails, Orbax closes the asyncio event loop that runs them all, and
+# the reads still in flight report their ends in two ways, as dozens of tracebacks that would bury
+# the one line naming the damaged checkpoint: TensorStore hands each completion to the closed loop
+# (an unraisable `RuntimeError('Event loop is closed')`), and asyncio logs each failed read nobody
+# awaited ("Task exception was never retrieved"). The two classes below drop those reports only.
+
+
+class _DropClosedLoopReports:
+    """A `sys.unraisablehook` passing everything but 'Event loop is closed' to the previous one."""
+
+    def __init__(self, previous: Callable[[Any], None]) -> None:
+        self.previous = previous
+
+    def __call__(self, unraisable: Any) -> None:
+        error = unraisable.exc_value
+        if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+            return
+        self.previous(unraisable)
+
+
+class _DropUnawaitedReadErrors(pylogging.Filter):
+    """Drops asyncio's reports of unawaited tasks that failed to read a checkpoint file."""
+
+    def filter(self, record: pylogging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (
+            record.getMessage().split("\n", 1)[0].endswith("exception was never retrieved")
+            and error is not None
+            and _unreadable_file_error(error) is not None
+        )
+
+
+def _quiet_late_read_reports() -> None:
+    """Installs the hook and the filter above, once."""
+    if not isinstance(sys.unraisablehook, _DropClosedLoopReports):
+        sys.unraisablehook = _DropClosedLoopReports(sys.unraisablehook)
+    asyncio_logger = pylogging.getLogger("asyncio")
+    if not any(isinstance(f, _DropUnawaitedReadErrors) for f in asyncio_logger.filters):
+        asyncio_logger.addFilter(_DropUnawaitedReadErrors())
+
+
+@contextlib.contextmanager
+def _reading(manager: ocp.CheckpointManager, step: int, item: str):
+    """Raises DamagedCheckpointError naming step, path and `item` where reading `item` fails."""
+    # Before the read: the first late reports come before its error has propagated.
+    _quiet_late_read_reports()
+    try:
+        yield
+    except Exception as error:
+        cause = _unreadable_file_error(error)
+        if cause is None:
+            raise
+        raise DamagedCheckpointError(
+            f"The checkpoint at step {step} in {manager.directory / str(step)} is damaged "
+            f"({item}: {_describe(cause)})"
+        ) from error
+
+
+def _stored_tree(manager: ocp.CheckpointManager, step: int, item: str) -> Any:
+    """The tree of `ShapeDtypeStruct`-like metadata of a PyTree item, read from its own files."""
+    with _reading(manager, step, item):
+        return ocp.PyTreeCheckpointHandler().metadata(manager.directory / str(step) / item).tree
+
+
+def restore_newest_readable(
+    manager: ocp.CheckpointManager,
+    restore_step: Callable[[int], _T],
+    step: int | None = None,
+    *,
+    set_aside_damaged: bool = False,
+) -> _T:
+    """`restore_step(step)`, or where `step` is None, that of the newest checkpoint that reads.
+
+    Damaged checkpoints (`restore_step` raises DamagedCheckpointError) are skipped, newest first,
+    each with a one-line warning naming its step, path and first unreadable item and the step
+    used instead. Any other error (e.g. CheckpointMismatchError) stops the search.
+
+    Args:
+      manager: the checkpoint manager.
+      restore_step: reads everything needed from the checkpoint at a step.
+      step: the step to restore; a damaged one is an error, not skipped.
+      set_aside_damaged: move the damaged checkpoints newer than the one restored aside
+        (`set_aside`), so that training can save their steps again.
+
+    Returns:
+      What `restore_step` returned.
+
+    Raises:
+      DamagedCheckpointError: the checkpoint at `step`, or every checkpoint, is damaged.
+    """
+    steps = sorted(manager.all_steps(), reverse=True)
+    if step is not None:
+        if step not in steps:
+            raise FileNotFoundError(
+                f"No checkpoint at step {step} in {manager.directory}; have {steps[::-1]}."
+            )
+        try:
+            return restore_step(step)
+        except DamagedCheckpointError as error:
+            others = sorted(s for s in steps if s != step)
+            raise DamagedCheckpointError(
+                f"{error}. Other checkpoints there: {others or 'none'}."
+            ) from error
+    damaged: list[tuple[int, DamagedCheckpointError]] = []
+    for candidate in steps:
+        try:
+            restored = restore_step(candidate)
+        except DamagedCheckpointError as error:
+            damaged.append((candidate, error))
+            continue
+        moved = set_aside(manager, [s for s, _ in damaged]) if set_aside_damaged else {}
+        for damaged_step, error in damaged:
+            where = f", moved it to {moved[damaged_step]}" if damaged_step in moved else ""
+            logging.warning("%s; using step %d%s.", error, candidate, where)
+        return restored
+    raise DamagedCheckpointError(
+        f"No checkpoint in {manager.directory} can be read: "
+        + "; ".join(str(error) for _, error in damaged)
+        + ". Move them aside (or delete them) to start afresh."
+    )
+
+
+def set_aside(manager: ocp.CheckpointManager, steps: Sequence[int]) -> dict[int, epath.Path]:
+    """Renames the checkpoints at `steps` to `<step>.damaged` (`.damaged-2`, ... if taken).
+
+    Never deletes: the files stay for inspection, under a name Orbax does not read as a step, so
+    that the step can be saved again (Orbax refuses to overwrite a step) and `keep_checkpoints`
+    counts only readable checkpoints. Process 0 renames; every process then rereads the
+    directory.
+
+    Returns:
+      {step: the new path} (empty on other processes).
+    """
+    moved = {}
+    if jax.process_index() == 0:
+        for step in steps:
+            target = manager.directory / f"{step}{DAMAGED_SUFFIX}"
+            copy = 1
+            while target.exists():
+                copy += 1
+                target = manager.directory / f"{step}{DAMAGED_SUFFIX}-{copy}"
+            (manager.directory / str(step)).rename(target)
+            moved[step] = target
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("damaged checkpoints set aside")
+    manager.reload()
+    return moved
+
+
 def save(manager: ocp.CheckpointManager, state: GANState, meta: dict[str, Any]) -> None:
     """Starts an async save of `state` at its step (`manager.wait_until_finished()` to wait)."""
     items = {
@@ -225,9 +433,14 @@ def save(manager: ocp.CheckpointManager, state: GANState, meta: dict[str, Any]) 
 
 
 def read_meta(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
-    """The `meta` item of the checkpoint at `step`, in the current layout (`upgrade_meta`)."""
-    meta = manager.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))[META]
-    return upgrade_meta(meta)
+    """The `meta` item of the checkpoint at `step`, in the current layout (`upgrade_meta`).
+
+    Raises:
+      DamagedCheckpointError: the item cannot be read.
+    """
+    with _reading(manager, step, META):
+        meta = manager.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))
+    return upgrade_meta(meta[META])
 
 
 def upgrade_meta(meta: dict[str, Any]) -> dict[str, Any]:
@@ -248,6 +461,8 @@ def restore(
     abstract_state: GANState,
     expected_meta: dict[str, Any],
     step: int | None = None,
+    *,
+    set_aside_damaged: bool = False,
 ) -> tuple[GANState, dict[str, Any]]:
     """Restores a checkpoint into the layout of `abstract_state` after checking it fits.
 
@@ -255,12 +470,32 @@ def restore(
       manager: the run's checkpoint manager.
       abstract_state: `jax.ShapeDtypeStruct`s with shardings, as the config builds them.
       expected_meta: the meta the current run would write; `RESUME_FIELDS` must agree.
-      step: the step to restore (default: the latest).
+      step: the step to restore (default: the newest that reads, `restore_newest_readable`).
+      set_aside_damaged: move damaged checkpoints newer than the one restored aside, as a run
+        that will save their steps again must.
 
     Returns:
       (the restored state, the checkpoint's meta).
+
+    Raises:
+      CheckpointMismatchError: the checkpoint does not fit the config.
+      DamagedCheckpointError: the checkpoint at `step`, or every checkpoint, is damaged.
     """
-    step = manager.latest_step() if step is None else step
+    return restore_newest_readable(
+        manager,
+        lambda step: _restore_state(manager, step, abstract_state, expected_meta),
+        step,
+        set_aside_damaged=set_aside_damaged,
+    )
+
+
+def _restore_state(
+    manager: ocp.CheckpointManager,
+    step: int,
+    abstract_state: GANState,
+    expected_meta: dict[str, Any],
+) -> tuple[GANState, dict[str, Any]]:
+    """`restore` of the checkpoint at `step`, each item read on its own to name a damaged one."""
     what = f"The checkpoint at step {step} in {manager.directory}"
     stored_meta = read_meta(manager, step)
     if PRETRAINED in stored_meta:
@@ -270,15 +505,12 @@ def restore(
             "from it. Sample or evaluate it, or train in a new workdir."
         )
     check_meta(stored_meta, expected_meta, RESUME_FIELDS, what)
-    stored = manager.item_metadata(step)
     for item in (GENERATOR, DISCRIMINATOR):
-        check_shapes(_variables(stored[item].tree), getattr(abstract_state, item).variables, what)
-    items = {
-        GENERATOR: _restore_args(abstract_state.generator),
-        DISCRIMINATOR: _restore_args(abstract_state.discriminator),
-    }
+        stored = _stored_tree(manager, step, item)
+        check_shapes(_variables(stored), getattr(abstract_state, item).variables, what)
+    items = {GENERATOR: abstract_state.generator, DISCRIMINATOR: abstract_state.discriminator}
     if abstract_state.stage1_generator is not None:
-        items[STAGE1_GENERATOR] = _restore_args(abstract_state.stage1_generator)
+        items[STAGE1_GENERATOR] = abstract_state.stage1_generator
     if abstract_state.generator_ema is not None:
         if not has_item(manager, step, GENERATOR_EMA):
             raise CheckpointMismatchError(
@@ -286,9 +518,12 @@ def restore(
                 "(train.ema_decay > 0): resume with the run's own ema_decay, or start a new "
                 "workdir."
             )
-        check_shapes(stored[GENERATOR_EMA].tree, abstract_state.generator_ema, what)
-        items[GENERATOR_EMA] = _restore_args(abstract_state.generator_ema)
-    restored = manager.restore(step, args=ocp.args.Composite(**items))
+        stored = _stored_tree(manager, step, GENERATOR_EMA)
+        check_shapes(stored, abstract_state.generator_ema, what)
+        items[GENERATOR_EMA] = abstract_state.generator_ema
+    restored = {
+        item: restore_variables(manager, step, item, abstract) for item, abstract in items.items()
+    }
     state = abstract_state.replace(
         step=jax.numpy.asarray(step, jax.numpy.int32),
         generator=restored[GENERATOR],
@@ -312,20 +547,26 @@ def generator_item(manager: ocp.CheckpointManager, step: int) -> str:
 def restore_variables(
     manager: ocp.CheckpointManager, step: int, item: str, abstract_variables: Any
 ) -> Any:
-    """One network's `{'params', 'batch_stats'}` from a checkpoint item, without its optimiser.
+    """A checkpoint item, or the part of it that `abstract_variables` names (partial restore).
+
+    E.g. one network's `{'params', 'batch_stats'}` without its optimiser state.
 
     Args:
       manager: a checkpoint manager.
       step: the checkpoint's step.
-      item: GENERATOR, DISCRIMINATOR or STAGE1_GENERATOR.
-      abstract_variables: ShapeDtypeStructs (with shardings) of the variables to read.
+      item: GENERATOR, DISCRIMINATOR, STAGE1_GENERATOR or GENERATOR_EMA.
+      abstract_variables: ShapeDtypeStructs (with shardings) of what to read.
 
     Returns:
-      The variables.
+      The arrays, in the tree of `abstract_variables`.
+
+    Raises:
+      DamagedCheckpointError: the item cannot be read.
     """
-    restored = manager.restore(
-        step, args=ocp.args.Composite(**{item: _restore_args(abstract_variables)})
-    )
+    with _reading(manager, step, item):
+        restored = manager.restore(
+            step, args=ocp.args.Composite(**{item: _restore_args(abstract_variables)})
+        )
     return restored[item]
 
 
@@ -339,13 +580,16 @@ def restore_stage1_generator(
 
     Args:
       stage1_workdir: the Stage-I run's workdir.
-      step: the checkpoint step, or -1 for the latest.
+      step: the checkpoint step, or -1 for the newest that reads (`restore_newest_readable`).
       abstract_variables: ShapeDtypeStructs (with shardings) of the Stage-I generator that the
         Stage-II config builds.
       expected_meta: the Stage-II run's meta; `STAGE1_FIELDS` must agree.
 
     Returns:
       (variables, the step they were taken from).
+
+    Raises:
+      DamagedCheckpointError: the checkpoint at `step`, or every checkpoint, is damaged.
     """
     directory = checkpoint_dir(stage1_workdir)
     if not directory.exists():
@@ -358,17 +602,24 @@ def restore_stage1_generator(
     available = manager.all_steps()
     if not available:
         raise FileNotFoundError(f"{directory} holds no finished checkpoint.")
-    step = max(available) if step == -1 else step
-    if step not in available:
+    if step != -1 and step not in available:
         raise FileNotFoundError(f"No checkpoint at step {step} in {directory}; have {available}.")
-    what = f"The Stage-I checkpoint at step {step} in {directory}"
-    stored_meta = read_meta(manager, step)
-    if stored_meta.get("stage") != 1:
-        raise CheckpointMismatchError(f"{what} is a Stage-{stored_meta.get('stage')} checkpoint.")
-    check_meta(stored_meta, expected_meta, STAGE1_FIELDS, what)
-    item = generator_item(manager, step)
-    check_shapes(_variables(manager.item_metadata(step)[item].tree), abstract_variables, what)
-    variables = restore_variables(manager, step, item, abstract_variables)
+
+    def restore_step(step: int) -> tuple[Any, int, str]:
+        what = f"The Stage-I checkpoint at step {step} in {directory}"
+        stored_meta = read_meta(manager, step)
+        if stored_meta.get("stage") != 1:
+            raise CheckpointMismatchError(
+                f"{what} is a Stage-{stored_meta.get('stage')} checkpoint."
+            )
+        check_meta(stored_meta, expected_meta, STAGE1_FIELDS, what)
+        item = generator_item(manager, step)
+        check_shapes(_variables(_stored_tree(manager, step, item)), abstract_variables, what)
+        return restore_variables(manager, step, item, abstract_variables), step, item
+
+    variables, step, item = restore_newest_readable(
+        manager, restore_step, None if step == -1 else step
+    )
     logging.info(
         "Loaded the frozen Stage-I generator from %s (step %d%s).",
         directory,

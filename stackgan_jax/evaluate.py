@@ -33,7 +33,7 @@ from absl import app, flags, logging
 from clu import metric_writers
 from etils import epath
 
-from stackgan_jax import inference
+from stackgan_jax import checkpointing, inference
 from stackgan_jax.data import source as source_lib
 from stackgan_jax.evaluation import config as evaluation_config
 from stackgan_jax.evaluation import evaluator as evaluator_lib
@@ -147,6 +147,7 @@ def main(argv: Sequence[str]) -> None:
         )
     except (
         inference.NoCheckpointError,
+        checkpointing.DamagedCheckpointError,
         source_lib.DatasetNotPreparedError,
         MissingWeightsError,
         ValueError,

@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import orbax.checkpoint as ocp
 from absl import logging
 
 from stackgan_jax import checkpointing, generation, models
@@ -92,6 +93,9 @@ def load(workdir: str, step: int | None = None) -> TrainedModel:
 
     Raises:
         NoCheckpointError: no workdir, or no checkpoint (at `step`) in it.
+        checkpointing.DamagedCheckpointError: the checkpoint at `step`, or with `step` None every
+            checkpoint, cannot be read. Without `step`, damaged checkpoints newer than the one
+            loaded are skipped with a warning (`checkpointing.restore_newest_readable`).
     """
     directory = checkpointing.checkpoint_dir(workdir)
     if not directory.exists():
@@ -103,9 +107,15 @@ def load(workdir: str, step: int | None = None) -> TrainedModel:
     available = manager.all_steps()
     if not available:
         raise NoCheckpointError(f"{directory} holds no finished checkpoint.")
-    step = max(available) if step is None else step
-    if step not in available:
+    if step is not None and step not in available:
         raise NoCheckpointError(f"No checkpoint at step {step} in {directory}; have {available}.")
+    return checkpointing.restore_newest_readable(
+        manager, functools.partial(_load_step, manager), step
+    )
+
+
+def _load_step(manager: ocp.CheckpointManager, step: int) -> TrainedModel:
+    """`load` of the checkpoint at `step`."""
     meta = checkpointing.read_meta(manager, step)
     config = ml_collections.ConfigDict(meta["config"])
     item = checkpointing.generator_item(manager, step)

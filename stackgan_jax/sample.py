@@ -19,7 +19,7 @@ from absl import app, flags
 from etils import epath
 from PIL import Image
 
-from stackgan_jax import inference, visualize
+from stackgan_jax import checkpointing, inference, visualize
 from stackgan_jax.text import get_encoder
 from stackgan_jax.weights import MissingWeightsError
 
@@ -138,7 +138,13 @@ def main(argv: Sequence[str]) -> None:
             labels = read_sentences(flags.FLAGS.text, flags.FLAGS.text_file)
             embeddings = embed(model, labels, flags.FLAGS.text_encoder_weights)
         low, high = sample(model, embeddings, flags.FLAGS.num_samples, flags.FLAGS.seed)
-    except (inference.NoCheckpointError, MissingWeightsError, ValueError, OSError) as e:
+    except (
+        inference.NoCheckpointError,
+        checkpointing.DamagedCheckpointError,
+        MissingWeightsError,
+        ValueError,
+        OSError,
+    ) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     output = epath.Path(

@@ -204,7 +204,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
     manager = checkpointing.make_manager(workdir, config.keep_checkpoints)
     stored_pipeline = None
     if manager.latest_step() is not None:
-        state, stored_meta = checkpointing.restore(manager, abstract, meta)
+        # From the newest checkpoint that reads; newer damaged ones are moved aside, as this run
+        # will save their steps again.
+        state, stored_meta = checkpointing.restore(manager, abstract, meta, set_aside_damaged=True)
         stored_pipeline = input_pipeline.PipelineState(**stored_meta["pipeline"])
         logging.info("Resumed from step %d in %s.", int(state.step), workdir)
     else:
