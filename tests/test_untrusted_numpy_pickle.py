@@ -254,3 +254,24 @@ def test_other_globals_are_refused(tmp_path, stream):
     module, name = stream[1:-2].decode().split("\n")
     with pytest.raises(RefusedFileError, match=re.escape(f"{module}.{name}")):
         load_pickle(path)
+
+
+def test_line_endings_converted_to_crlf_are_named_and_the_suggested_repair_is_exact(tmp_path):
+    # A protocol-0 release pickle as git's core.autocrlf checks it out on Windows.
+    original = _py2_dumps(["002.Laysan_Albatross/x", {"k": np.float32(0.5)}], protocol=0)
+    path = tmp_path / "filenames.pickle"
+    path.write_bytes(original.replace(b"\n", b"\r\n"))
+    with pytest.raises(RefusedFileError, match=r"has Windows line endings \(CRLF\)") as error:
+        load_pickle(path)
+    # The message's one-liner, run as a user would paste it.
+    command = re.search(r'conversion with (python -c ".*") FILE', str(error.value)).group(1)
+    subprocess.run(f"{command} {path}", shell=True, check=True, executable="/bin/bash")
+    assert path.read_bytes() == original
+    assert load_pickle(path) == ["002.Laysan_Albatross/x", {"k": np.float32(0.5)}]
+
+
+def test_binary_pickles_with_crlf_bytes_are_not_taken_for_converted_ones(tmp_path):
+    array = np.frombuffer(b"\r\n" * 8, np.uint8)
+    path = tmp_path / "binary.pickle"
+    _write_py2_pickle(path, [array], protocol=2)
+    np.testing.assert_array_equal(load_pickle(path)[0], array)

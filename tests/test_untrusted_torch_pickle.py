@@ -257,3 +257,15 @@ def test_torchscript_reader_errors_name_the_file(tmp_path):
         archive.writestr("archive/other.txt", "not a model")
     with pytest.raises(RefusedFileError, match="other.pt is a zip file but not a TorchScript"):
         torch_pickle.read_torchscript(tmp_path / "other.pt")
+
+
+@pytest.mark.parametrize("name", ["torch_state_dict.pth", "torch_state_dict_legacy.pth"])
+@pytest.mark.parametrize("kept", [0.5, 0.99])
+def test_a_file_cut_short_is_called_incomplete(tmp_path, name, kept):
+    # What an interrupted download or copy leaves of a file torch wrote.
+    with open(os.path.join(FIXTURES, name), "rb") as f:
+        whole = f.read()
+    cut = tmp_path / name
+    cut.write_bytes(whole[: int(len(whole) * kept)])
+    with pytest.raises(RefusedFileError, match=rf"{name} is incomplete: .*get the file again"):
+        load_state_dict(cut)

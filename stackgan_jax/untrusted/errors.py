@@ -2,8 +2,10 @@
 
 import pickle
 
+from stackgan_jax.errors import BadFileError
 
-class RefusedFileError(pickle.UnpicklingError, ValueError):
+
+class RefusedFileError(BadFileError, pickle.UnpicklingError):
     """An untrusted file that a reader refuses; nothing in the file has been called.
 
     Raised for a pickle that names a global off its reader's allow-list, and for a file that is

@@ -18,6 +18,7 @@ Left off the allow-list on purpose:
 """
 
 import errno
+import io
 import os
 import pickle
 from typing import Any
@@ -83,11 +84,43 @@ def load_pickle(path: str | os.PathLike[str]) -> Any:
 
     Raises:
         FileNotFoundError: `path` does not exist; the message names it.
-        RefusedFileError: the file names a global other than numpy reconstruction; nothing in the
-            file has been called when this is raised.
+        RefusedFileError: the file names a global other than numpy reconstruction (nothing in the
+            file has been called when this is raised), is empty or cut short, or its line
+            endings were converted.
     """
     try:
         with open(path, "rb") as f:
-            return _RestrictedUnpickler(f, encoding="latin1").load()
+            data = f.read()
     except FileNotFoundError as e:
         raise FileNotFoundError(errno.ENOENT, "StackGAN pickle not found", os.fspath(path)) from e
+    if has_crlf_damage(data):
+        raise RefusedFileError(
+            f"{path} has Windows line endings (CRLF): a text-mode copy, or git with"
+            " core.autocrlf, converted this text pickle, so every string in it would end in"
+            " '\\r'. Get the original file again; or, since a text pickle writes line breaks"
+            " inside its strings as escapes, undo the conversion with"
+            """ python -c "import sys; p = sys.argv[1]; d = open(p, 'rb').read();"""
+            """ open(p, 'wb').write(d.replace(b'\\r\\n', b'\\n'))" FILE"""
+            " (exact unless a string in the file ended in a carriage return)."
+        )
+    try:
+        return _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except RefusedFileError:
+        raise
+    except (EOFError, pickle.UnpicklingError) as e:
+        raise RefusedFileError(
+            f"{path} is not a whole pickle ({len(data):,} bytes; {e or 'it ends early'});"
+            " get the file again"
+        ) from e
+
+
+def has_crlf_damage(data: bytes) -> bool:
+    """Whether a pickle is a text one (protocol 0 or 1) whose every line ends in CRLF.
+
+    Protocol 0 ends each opcode's argument with a line feed and escapes line breaks inside
+    strings, so a carriage return before every line feed means the file was converted to
+    Windows line endings. Protocols 2 and up start with the PROTO opcode (0x80) and hold raw
+    bytes, where the test would mean nothing.
+    """
+    line_feeds = data.count(b"\n")
+    return not data.startswith(b"\x80") and line_feeds > 0 and data.count(b"\r\n") == line_feeds

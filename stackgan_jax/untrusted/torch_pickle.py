@@ -266,6 +266,25 @@ def _unpickle(file: BinaryIO) -> Any:
     return _TorchUnpickler(file).load()
 
 
+def _unpickle_whole(file: BinaryIO, path: str) -> Any:
+    """`_unpickle` where the file is known to be a legacy one, so that an early end means cut."""
+    try:
+        return _unpickle(file)
+    except RefusedFileError:
+        raise
+    except (EOFError, pickle.UnpicklingError) as e:
+        if isinstance(e, EOFError) or "truncated" in str(e):
+            raise _incomplete(path, file.tell(), "of its pickles") from e
+        raise
+
+
+def _incomplete(path: str, end: int, short_of: str) -> RefusedFileError:
+    return RefusedFileError(
+        f"{path} is incomplete: it ends at byte {end:,}, short {short_of} (an interrupted"
+        " download or copy?); get the file again"
+    )
+
+
 def _load_legacy(path: str) -> dict[str, np.ndarray]:
     with open(path, "rb") as f:
         try:
@@ -274,21 +293,30 @@ def _load_legacy(path: str) -> dict[str, np.ndarray]:
             raise RefusedFileError(f"{path} is neither a torch.save zip nor a legacy file") from e
         if magic != _LEGACY_MAGIC:
             raise RefusedFileError(f"{path} is not a torch.save file")
-        if _unpickle(f) != _LEGACY_PROTOCOL:
+        if _unpickle_whole(f, path) != _LEGACY_PROTOCOL:
             raise RefusedFileError(f"{path} uses an unknown legacy torch.save protocol")
-        if not _unpickle(f).get("little_endian", True):
+        if not _unpickle_whole(f, path).get("little_endian", True):
             raise RefusedFileError(f"{path} was written on a big-endian machine")
-        tensors = _state_dict(path, _unpickle(f), _TensorRef)
+        tensors = _state_dict(path, _unpickle_whole(f, path), _TensorRef)
         # The storages follow in the order of this key list, each as an int64 element count and
         # its bytes; the element size comes from the tensors that use the storage.
         itemsizes = {t.storage.key: t.storage.dtype.itemsize for t in tensors.values()}
         data = {}
-        for key in _unpickle(f):
+        for key in _unpickle_whole(f, path):
             if key not in itemsizes:
                 raise RefusedFileError(f"{path} stores a storage {key} that no tensor uses")
-            (count,) = struct.unpack("<q", f.read(8))
-            data[key] = f.read(count * itemsizes[key])
+            (count,) = struct.unpack("<q", _read_exactly(f, 8, path))
+            data[key] = _read_exactly(f, count * itemsizes[key], path)
         return {name: _to_array(t, data[t.storage.key]) for name, t in tensors.items()}
+
+
+def _read_exactly(file: BinaryIO, count: int, path: str) -> bytes:
+    """The next `count` bytes of a legacy file; a file that ends before them was cut short."""
+    start = file.tell()
+    data = file.read(count)
+    if len(data) < count:
+        raise _incomplete(path, start + len(data), f"{count - len(data):,} bytes of its tensors")
+    return data
 
 
 def load_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
@@ -311,7 +339,22 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         raise FileNotFoundError(f"no PyTorch file at {path}")
     if zipfile.is_zipfile(path):
         return _state_dict(path, _load_zip(path, torchscript=False), np.ndarray)
+    _refuse_cut_zip(path)
     return _load_legacy(path)
+
+
+def _refuse_cut_zip(path: str) -> None:
+    """Refuses a file that starts as a zip archive but lacks the directory zips end with.
+
+    That is what an interrupted download or copy of a zip-format `.pth` leaves.
+    """
+    with open(path, "rb") as f:
+        if f.read(4) == b"PK\x03\x04":
+            raise RefusedFileError(
+                f"{path} is incomplete: it starts as a zip archive (torch.save's format) but its"
+                f" end is missing ({os.path.getsize(path):,} bytes; an interrupted download or"
+                " copy?); get the file again"
+            )
 
 
 def is_torchscript(path: str | os.PathLike[str]) -> bool:
@@ -334,12 +377,14 @@ def read_torchscript(path: str | os.PathLike[str]) -> ScriptObject:
 
     Raises:
         FileNotFoundError: `path` does not exist.
-        zipfile.BadZipFile: the file is not a zip file.
-        RefusedFileError: the zip is not a TorchScript archive, or its pickle names a global
-            other than a TorchScript module's; nothing in the file has been called when this is
-            raised.
+        RefusedFileError: the file is not a TorchScript archive (or one cut short), or its
+            pickle names a global other than a TorchScript module's; nothing in the file has
+            been called when this is raised.
     """
     path = os.fspath(path)
+    if not zipfile.is_zipfile(path):
+        _refuse_cut_zip(path)
+        raise RefusedFileError(f"{path} is not a TorchScript archive (torch.jit.save's zip)")
     root = _load_zip(path, torchscript=True)
     if not isinstance(root, ScriptObject):
         raise RefusedFileError(f"{path} holds no TorchScript module, but {type(root).__name__}")
