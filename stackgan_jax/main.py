@@ -8,14 +8,13 @@ This file is kept short: the loop lives in `train.py`, the step in `steps.py`.
 
 import logging as pylogging
 import os
-import sys
 
 import jax
 from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
 
-from stackgan_jax import parallel, presets, train
+from stackgan_jax import cli, parallel, presets, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -57,12 +56,9 @@ def main(argv: list[str]) -> None:
     workdir = FLAGS.workdir or presets.default_workdir(config)
     logging.info("Workdir: %s", workdir)
     if jax.process_index() == 0:
-        directory = epath.Path(workdir)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "config.txt").write_text(str(config))
-        (directory / "command.txt").write_text(" ".join(sys.argv) + "\n")
+        epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     train.train_and_evaluate(config, workdir)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

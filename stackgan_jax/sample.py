@@ -10,7 +10,6 @@ Stage-II workdir, the Stage-II row, as the reference demo does. BatchNorm runs i
 on the running averages stored in the checkpoint.
 """
 
-import sys
 from collections.abc import Sequence
 
 import jax
@@ -19,9 +18,9 @@ from absl import app, flags
 from etils import epath
 from PIL import Image
 
-from stackgan_jax import checkpointing, inference, visualize
-from stackgan_jax.text import get_encoder
-from stackgan_jax.weights import MissingWeightsError
+from stackgan_jax import cli, inference, visualize
+from stackgan_jax.errors import BadFileError
+from stackgan_jax.text import caption_file, get_encoder
 
 
 def read_sentences(texts: Sequence[str], text_file: str | None) -> list[str]:
@@ -32,13 +31,36 @@ def read_sentences(texts: Sequence[str], text_file: str | None) -> list[str]:
     """
     sentences = [t.strip() for t in texts]
     if text_file:
-        lines = epath.Path(text_file).read_text().splitlines()
-        sentences += [line.strip() for line in lines if line.strip()]
+        sentences += [line.strip() for line in caption_file.read_lines(text_file) if line.strip()]
     if not sentences:
         raise app.UsageError("give --text (repeatable), --text_file or --embeddings")
     if not all(sentences):
         raise app.UsageError("--text must not be empty")
     return sentences
+
+
+def load_embeddings(path: str) -> np.ndarray:
+    """Reads --embeddings: a float `.npy` of [N, text_dim] with finite values.
+
+    Raises:
+        BadFileError: the file is not such an array; the message says how it is not.
+    """
+    try:
+        with epath.Path(path).open("rb") as f:
+            embeddings = np.load(f, allow_pickle=False)
+    except (ValueError, EOFError) as e:
+        raise BadFileError(f"{path} is not a .npy array ({e}); write one with np.save") from None
+    if embeddings.ndim != 2 or not np.issubdtype(embeddings.dtype, np.floating):
+        raise BadFileError(
+            f"{path} holds {embeddings.dtype} [{', '.join(map(str, embeddings.shape))}]; expected"
+            " float embeddings [N, text_dim], as `python -m stackgan_jax.text.embed` writes"
+        )
+    bad_rows = np.flatnonzero(~np.isfinite(embeddings).all(axis=1))
+    if bad_rows.size:
+        raise BadFileError(
+            f"{path}: {bad_rows.size} row(s) hold NaN or infinite values, e.g. row {bad_rows[0]}"
+        )
+    return embeddings
 
 
 def embed(
@@ -129,24 +151,14 @@ def main(argv: Sequence[str]) -> None:
     """Loads the checkpoint, embeds the sentences, writes the grid (and single images)."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        model = inference.load(flags.FLAGS.workdir, flags.FLAGS.step)
-        if flags.FLAGS.embeddings:
-            embeddings = np.load(flags.FLAGS.embeddings)
-            labels = [f"embedding {i}" for i in range(len(embeddings))]
-        else:
-            labels = read_sentences(flags.FLAGS.text, flags.FLAGS.text_file)
-            embeddings = embed(model, labels, flags.FLAGS.text_encoder_weights)
-        low, high = sample(model, embeddings, flags.FLAGS.num_samples, flags.FLAGS.seed)
-    except (
-        inference.NoCheckpointError,
-        checkpointing.DamagedCheckpointError,
-        MissingWeightsError,
-        ValueError,
-        OSError,
-    ) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    model = inference.load(flags.FLAGS.workdir, flags.FLAGS.step)
+    if flags.FLAGS.embeddings:
+        embeddings = load_embeddings(flags.FLAGS.embeddings)
+        labels = [f"embedding {i}" for i in range(len(embeddings))]
+    else:
+        labels = read_sentences(flags.FLAGS.text, flags.FLAGS.text_file)
+        embeddings = embed(model, labels, flags.FLAGS.text_encoder_weights)
+    low, high = sample(model, embeddings, flags.FLAGS.num_samples, flags.FLAGS.seed)
     output = epath.Path(
         flags.FLAGS.output or epath.Path(flags.FLAGS.workdir) / "samples" / "sentences.png"
     )
@@ -166,4 +178,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    cli.run(main)

@@ -3,6 +3,7 @@
 import dataclasses
 import functools
 import signal
+import sys
 import time
 from typing import Any
 
@@ -216,6 +217,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
                 config.stage1_workdir, config.stage1_step, abstract.stage1_generator, meta
             )
         state = create(jax.random.key(config.seed), stage1_variables=stage1_variables)
+    if jax.process_index() == 0:
+        # Only now: a config that does not fit the workdir's checkpoints has stopped by here,
+        # and must not overwrite the record of the config that does.
+        directory = epath.Path(workdir)
+        (directory / "config.txt").write_text(str(config))
+        (directory / "command.txt").write_text(" ".join(sys.argv) + "\n")
     if state.generator_ema is not None:
         logging.info(
             "Keeping a moving average of G (decay %g): sample grids, evaluation and the "

@@ -2,7 +2,8 @@
 
     python -m stackgan_jax.text.embed --encoder=minilm --input=captions.txt --output=embeddings.npy
 
-Row i of the output belongs to line i of the input; an empty line still gets its row.
+Row i of the output belongs to line i of the input; a blank line still gets its row (with a
+warning that counts them).
 """
 
 from collections.abc import Sequence
@@ -11,7 +12,9 @@ import numpy as np
 import tqdm
 from absl import app, flags, logging
 
-from stackgan_jax.text import ENCODERS, TextEncoder, get_encoder
+from stackgan_jax import cli
+from stackgan_jax.errors import BadFileError
+from stackgan_jax.text import ENCODERS, TextEncoder, caption_file, get_encoder
 
 _ENCODER = flags.DEFINE_enum("encoder", "minilm", sorted(ENCODERS), "Text encoder.")
 _WEIGHTS = flags.DEFINE_string(
@@ -36,16 +39,27 @@ _BATCHES_PER_UPDATE = 4
 
 
 def read_captions(path: str) -> list[str]:
-    """Lines of a UTF-8 file, without their line endings.
+    """Lines of a UTF-8 file, without their line endings; warns of blank ones.
 
     Args:
       path: the file.
 
     Returns:
-      One caption per line, empty lines included.
+      One caption per line, blank lines included: they keep their rows, so that the output
+      still lines up with the input.
+
+    Raises:
+      BadFileError: the file holds no line, or is not UTF-8.
     """
-    with open(path, encoding="utf-8") as lines:
-        return [line.removesuffix("\n") for line in lines]
+    captions = caption_file.read_lines(path)
+    if not captions:
+        raise BadFileError(f"{path} holds no captions")
+    blank = [number for number, caption in enumerate(captions, 1) if not caption.strip()]
+    if blank:
+        shown = ", ".join(map(str, blank[:10])) + (", ..." if len(blank) > 10 else "")
+        message = "%s: %d blank line(s) (%s) get the embedding of an empty caption"
+        logging.warning(message, path, len(blank), shown)
+    return captions
 
 
 def embed_captions(encoder: TextEncoder, captions: Sequence[str], chunk_size: int) -> np.ndarray:
@@ -83,4 +97,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

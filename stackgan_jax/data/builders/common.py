@@ -34,6 +34,7 @@ from etils import epath
 from PIL import Image
 
 from stackgan_jax.data import preprocess
+from stackgan_jax.errors import UserError
 from stackgan_jax.text import TextEncoder, get_encoder
 
 BBox = tuple[float, float, float, float]
@@ -53,7 +54,7 @@ EMBED_CHUNK = 32
 _MAX_LISTED = 20
 
 
-class DataPreparationError(Exception):
+class DataPreparationError(UserError):
     """The files a builder reads are incomplete or inconsistent; the message says how."""
 
 
@@ -204,7 +205,7 @@ def read_splits(
 def check_release_embeddings(
     embeddings: np.ndarray, num_images: int, source: str, file_list: str
 ) -> None:
-    """Checks that released embeddings are [num_images, captions, 1024].
+    """Checks that released embeddings are finite and [num_images, captions, 1024].
 
     Args:
         embeddings: the array read from `source`.
@@ -229,6 +230,13 @@ def check_release_embeddings(
         raise InconsistentDataError(
             f"{source} holds {embeddings.shape[2]}-d embeddings but the release's char-CNN-RNN "
             f"embeddings are {RELEASE_EMBEDDING_DIM}-d"
+        )
+    bad_images = np.flatnonzero(~np.isfinite(embeddings).all(axis=(1, 2)))
+    if bad_images.size:
+        raise InconsistentDataError(
+            f"{source} holds NaN or infinite values in the embeddings of {bad_images.size}"
+            f" image(s), e.g. entry {bad_images[0]} of {file_list}; the file is damaged, get it"
+            " again"
         )
 
 
