@@ -20,6 +20,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from stackgan_jax.errors import ConfigError
+
 Array = jax.Array
 POLICIES = ("translation", "cutout")
 TRANSLATION_RATIO = 0.125
@@ -30,7 +32,7 @@ def check_policies(policies: Sequence[str]) -> None:
     """Raises ValueError for an unknown policy name."""
     unknown = sorted(set(policies) - set(POLICIES))
     if unknown:
-        raise ValueError(f"unknown augmentations {unknown}; choose from {list(POLICIES)}")
+        raise ConfigError(f"unknown augmentations {unknown}; choose from {list(POLICIES)}")
 
 
 def _size(length: int, ratio: float) -> int:

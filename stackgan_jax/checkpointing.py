@@ -33,6 +33,7 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
+from stackgan_jax.errors import ConfigError, UserError
 from stackgan_jax.state import GANState
 
 GENERATOR = "generator"
@@ -83,11 +84,11 @@ DAMAGED_SUFFIX = ".damaged"
 _T = TypeVar("_T")
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(ConfigError):
     """A checkpoint does not fit the config it is restored into."""
 
 
-class DamagedCheckpointError(RuntimeError):
+class DamagedCheckpointError(UserError, RuntimeError):
     """A checkpoint whose files cannot be read: one is truncated, missing or corrupt."""
 
 

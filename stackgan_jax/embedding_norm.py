@@ -19,6 +19,8 @@ import jax
 import ml_collections
 import numpy as np
 
+from stackgan_jax.errors import ConfigError
+
 MODES = ("scale", "standardize")
 META_KEY = "embedding_norm"
 # A dimension that hardly varies over the training captions (MiniLM has two that are always
@@ -82,7 +84,7 @@ def training_statistics(
 def check_mode(mode: str) -> None:
     """Raises ValueError for an unknown `config.data.embedding_norm`."""
     if mode not in MODES:
-        raise ValueError(f"data.embedding_norm must be one of {MODES}, got {mode!r}")
+        raise ConfigError(f"data.embedding_norm must be one of {MODES}, got {mode!r}")
 
 
 def mode_of(config: ml_collections.ConfigDict) -> str:

@@ -23,7 +23,6 @@ Inception Score). The flags after --workdir, --step, --seed and --data_dir are t
 
 import functools
 import json
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -33,11 +32,10 @@ from absl import app, flags, logging
 from clu import metric_writers
 from etils import epath
 
-from stackgan_jax import checkpointing, inference
+from stackgan_jax import cli, inference
 from stackgan_jax.data import source as source_lib
 from stackgan_jax.evaluation import config as evaluation_config
 from stackgan_jax.evaluation import evaluator as evaluator_lib
-from stackgan_jax.weights import MissingWeightsError
 
 
 def evaluate(
@@ -137,26 +135,16 @@ def main(argv: Sequence[str]) -> None:
     """Runs `evaluate` with the flags and prints the report."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        report = evaluate(
-            flags.FLAGS.workdir,
-            eval_config_from_flags(),
-            step=flags.FLAGS.step,
-            seed=flags.FLAGS.seed,
-            data_dir=flags.FLAGS.data_dir,
-        )
-    except (
-        inference.NoCheckpointError,
-        checkpointing.DamagedCheckpointError,
-        source_lib.DatasetNotPreparedError,
-        MissingWeightsError,
-        ValueError,
-    ) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    report = evaluate(
+        flags.FLAGS.workdir,
+        eval_config_from_flags(),
+        step=flags.FLAGS.step,
+        seed=flags.FLAGS.seed,
+        data_dir=flags.FLAGS.data_dir,
+    )
     print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    cli.run(main)

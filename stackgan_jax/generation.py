@@ -18,6 +18,7 @@ import ml_collections
 
 from stackgan_jax import embedding_norm as embedding_norm_lib
 from stackgan_jax import models
+from stackgan_jax.errors import ConfigError
 from stackgan_jax.models.ca import sample_ca_noise, sample_z
 
 Array = jax.Array
@@ -71,7 +72,7 @@ class Generators:
         model, stage = config.model, config.stage
         if embedding_norm is None:
             if embedding_norm_lib.mode_of(config) != "scale":
-                raise ValueError(
+                raise ConfigError(
                     "data.embedding_norm='standardize' needs the training split's statistics"
                 )
             embedding_norm = embedding_norm_lib.scaled(config.data.text_scale)
@@ -110,7 +111,7 @@ def sample_noise(generators: Generators, key: Array, batch: int) -> Noise:
 def check_stage1_bn(stage1_bn: str) -> None:
     """Raises ValueError unless `stage1_bn` is one of STAGE1_BN."""
     if stage1_bn not in STAGE1_BN:
-        raise ValueError(f"stage1_bn must be one of {STAGE1_BN}, got {stage1_bn!r}")
+        raise ConfigError(f"stage1_bn must be one of {STAGE1_BN}, got {stage1_bn!r}")
 
 
 def stage1_images(

@@ -18,9 +18,10 @@ from absl import logging
 
 from stackgan_jax import checkpointing, generation, models
 from stackgan_jax import embedding_norm as embedding_norm_lib
+from stackgan_jax.errors import BadFileError, UserError
 
 
-class NoCheckpointError(FileNotFoundError):
+class NoCheckpointError(UserError, FileNotFoundError):
     """A workdir without a finished checkpoint."""
 
 
@@ -147,7 +148,7 @@ def generate(
     """
     text_dim = model.config.model.text_dim
     if embedding.ndim != 2 or embedding.shape[1] != text_dim:
-        raise ValueError(
+        raise BadFileError(
             f"embeddings must be [N, {text_dim}] for this model "
             f"({model.text_encoder}); got shape {tuple(embedding.shape)}"
         )

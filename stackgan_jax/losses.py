@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from stackgan_jax.errors import ConfigError
+
 Array = jax.Array
 
 
@@ -30,7 +32,7 @@ GAN_LOSSES = ("bce", "hinge")
 def check_gan_loss(kind: str) -> None:
     """Raises ValueError for an unknown `config.train.gan_loss`."""
     if kind not in GAN_LOSSES:
-        raise ValueError(f"train.gan_loss must be one of {GAN_LOSSES}, got {kind!r}")
+        raise ConfigError(f"train.gan_loss must be one of {GAN_LOSSES}, got {kind!r}")
 
 
 def hinge(logits: Array, target: float) -> Array:

@@ -14,6 +14,8 @@ from absl import logging
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from stackgan_jax.errors import ConfigError
+
 DATA_AXIS = "data"
 
 
@@ -47,12 +49,12 @@ def check_global_batch(global_batch_size: int, process_count: int | None = None)
     devices = jax.device_count()
     processes = jax.process_count() if process_count is None else process_count
     if global_batch_size % devices:
-        raise ValueError(
+        raise ConfigError(
             f"The global batch size {global_batch_size} must be divisible by the number of "
             f"devices ({devices}); set --config.train.global_batch_size to a multiple of it."
         )
     if global_batch_size % processes:
-        raise ValueError(
+        raise ConfigError(
             f"The global batch size {global_batch_size} must be divisible by the number of "
             f"processes ({processes})."
         )

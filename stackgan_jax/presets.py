@@ -11,6 +11,7 @@ import os
 
 import ml_collections
 
+from stackgan_jax.errors import ConfigError
 from stackgan_jax.evaluation import config as evaluation_config
 
 
@@ -86,7 +87,7 @@ DEMO_TRAINING = {
 def preset(name: str) -> Preset:
     """The preset called `name`, with an error that lists the valid names."""
     if name not in PRESETS:
-        raise ValueError(f"Unknown config name {name!r}; choose one of {sorted(PRESETS)}.")
+        raise ConfigError(f"Unknown config name {name!r}; choose one of {sorted(PRESETS)}.")
     return PRESETS[name]
 
 

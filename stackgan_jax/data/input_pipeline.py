@@ -32,6 +32,7 @@ import tensorflow as tf
 from absl import logging
 
 from stackgan_jax import models, parallel
+from stackgan_jax.errors import ConfigError
 
 # Captions averaged into one text condition (spec §1.5): TRAIN.NUM_EMBEDDING = 4 in the TF code,
 # one random caption in StackGAN-Pytorch.
@@ -94,7 +95,7 @@ def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
     """
     steps = num_examples // global_batch_size
     if steps < 1:
-        raise ValueError(
+        raise ConfigError(
             f"The split has {num_examples} examples, fewer than one global batch "
             f"({global_batch_size})."
         )
@@ -139,9 +140,9 @@ def make_dataset(
             processes, a split smaller than one batch, or an example without captions.
     """
     if stage not in models.IMAGE_SIZE:
-        raise ValueError(f"stage must be one of {tuple(models.IMAGE_SIZE)}, got {stage!r}")
+        raise ConfigError(f"stage must be one of {tuple(models.IMAGE_SIZE)}, got {stage!r}")
     if arch not in CAPTIONS_PER_CONDITION:
-        raise ValueError(f"arch must be one of {tuple(CAPTIONS_PER_CONDITION)}, got {arch!r}")
+        raise ConfigError(f"arch must be one of {tuple(CAPTIONS_PER_CONDITION)}, got {arch!r}")
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
     parallel.check_global_batch(global_batch_size, process_count)

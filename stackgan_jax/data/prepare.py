@@ -12,15 +12,14 @@ Read a prepared split with `stackgan_jax.data.source.load_split`.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Sequence
 
 import tensorflow_datasets as tfds
 from absl import app, flags
 
+from stackgan_jax import cli
 from stackgan_jax.data import builders, synthetic_birds
-from stackgan_jax.weights import MissingWeightsError
 
 _DATASET = flags.DEFINE_enum(
     "dataset", None, sorted(builders.BUILDERS), "Dataset to prepare.", required=True
@@ -170,15 +169,11 @@ def main(argv: Sequence[str]) -> None:
     # The builders show a progress bar with the split's total; TFDS's own bars have none.
     tfds.display_progress_bar(False)
     start = time.perf_counter()
-    try:
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=_MANUAL_DIR.value)
-        )
-    except (builders.DataPreparationError, MissingWeightsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=_MANUAL_DIR.value)
+    )
     print(summary(builder, time.perf_counter() - start, already_prepared))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

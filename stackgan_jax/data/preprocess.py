@@ -18,6 +18,8 @@ import posixpath
 import numpy as np
 from PIL import Image
 
+from stackgan_jax.errors import BadFileError
+
 LOAD_SIZE = 304  # int(256 * 76 / 64): the Stage-II crop size 256 plus a random-crop margin.
 LR_LOAD_SIZE = 76  # LOAD_SIZE / 4: the Stage-I crop size 64 plus a random-crop margin.
 
@@ -166,7 +168,7 @@ def read_bounding_boxes(
     boxes = _read_id_table(bounding_boxes_txt)
     unmatched = set(boxes).symmetric_difference(image_ids.values())
     if unmatched:
-        raise ValueError(
+        raise BadFileError(
             f"{images_txt} and {bounding_boxes_txt} disagree on image ids, e.g. {min(unmatched)}"
         )
     return {key: tuple(float(v) for v in boxes[image_id]) for key, image_id in image_ids.items()}

@@ -20,15 +20,16 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from stackgan_jax.data import builders, preprocess
+from stackgan_jax.errors import ConfigError, UserError
 
 PREPARE_COMMAND = "python -m stackgan_jax.data.prepare --dataset={name} --data_dir={data_dir}"
 
 
-class DatasetNotPreparedError(FileNotFoundError):
+class DatasetNotPreparedError(UserError, FileNotFoundError):
     """The dataset has not been built in the data directory."""
 
 
-class EmbeddingSizeError(ValueError):
+class EmbeddingSizeError(ConfigError):
     """The dataset's caption embeddings are not the size the model expects."""
 
 
@@ -81,7 +82,7 @@ def prepared_builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBui
     """
     name, _, config = dataset.partition("/")
     if name not in builders.BUILDERS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(builders.BUILDERS)}")
+        raise ConfigError(f"unknown dataset {dataset!r}; choose one of {sorted(builders.BUILDERS)}")
     command = PREPARE_COMMAND.format(name=name, data_dir=data_dir or "DIR")
     if config:
         command += f"  (with the options that make config {config!r})"

@@ -12,6 +12,7 @@ import ml_collections
 import numpy as np
 
 from stackgan_jax.data import synthetic_birds
+from stackgan_jax.errors import ConfigError
 from stackgan_jax.evaluation.evaluator import Context, Images, Metric
 from stackgan_jax.metrics import attribute_classifier
 
@@ -46,7 +47,7 @@ def make_metric(eval_config: ml_collections.ConfigDict, context: Context) -> Met
     del eval_config  # The metric has no settings.
     source = context.source
     if not source.attributes:
-        raise ValueError(
+        raise ConfigError(
             f"the attributes metric needs synthetic_birds; {context.dataset} has no attribute "
             "labels"
         )

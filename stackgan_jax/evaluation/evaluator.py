@@ -16,6 +16,7 @@ import numpy as np
 import tqdm
 
 from stackgan_jax.data import source as source_lib
+from stackgan_jax.errors import ConfigError
 
 # Metric name -> the module of this package that makes it.
 METRICS = {"attributes": "attributes", "fid": "fid", "is": "inception_score"}
@@ -148,7 +149,7 @@ def make_evaluator(
     names = tuple(eval_config.metrics)
     unknown = sorted(set(names) - set(METRICS))
     if unknown:
-        raise ValueError(f"unknown metrics {unknown}; choose from {list(METRICS)}")
+        raise ConfigError(f"unknown metrics {unknown}; choose from {list(METRICS)}")
     embeddings, captions = held_out_conditions(source, eval_config.num_samples)
     context = Context(source, captions, dataset, stage, seed, workdir)
     metrics = {}

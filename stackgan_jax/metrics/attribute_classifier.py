@@ -45,10 +45,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import tqdm
-from absl import app, flags
+from absl import flags
 from flax import traverse_util
 
+from stackgan_jax import cli
 from stackgan_jax.data import preprocess, synthetic_birds
+from stackgan_jax.errors import BadFileError
 
 IMAGE_SIZE = 64
 # The dataset's stored size for each crop size: 64-pixel crops of the 76-pixel Stage-I images
@@ -470,7 +472,7 @@ def load_classifier(path: str | os.PathLike[str] | None = None) -> Classifier:
             f"no attribute classifier at {path}; train one with `{_RETRAIN}`"
         ) from None
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
-        raise ValueError(f"{path} is not an attribute classifier file: {error}") from error
+        raise BadFileError(f"{path} is not an attribute classifier file: {error}") from error
     classifier = Classifier(
         traverse_util.unflatten_dict(arrays, sep="/"),
         {name: tuple(values) for name, values in vocabularies.items()},
@@ -478,7 +480,7 @@ def load_classifier(path: str | os.PathLike[str] | None = None) -> Classifier:
     expected = jax.eval_shape(lambda: _init_params(classifier.net, jax.random.key(0)))
     shapes = jax.tree.map(np.shape, classifier.params)
     if shapes != jax.tree.map(np.shape, expected):
-        raise ValueError(f"{path}: parameters do not fit the network of its vocabularies")
+        raise BadFileError(f"{path}: parameters do not fit the network of its vocabularies")
     return classifier
 
 
@@ -512,4 +514,4 @@ if __name__ == "__main__":
     flags.DEFINE_integer("steps", 1200, "Training steps of 64 renders.")
     flags.DEFINE_integer("seed", 0, "Seed of the combinations, the renders and the training.")
     flags.DEFINE_integer("test_per_species", 20, "Test renders per test species.")
-    app.run(main)
+    cli.run(main)

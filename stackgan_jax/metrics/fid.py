@@ -21,6 +21,8 @@ import numpy as np
 import scipy.linalg
 from etils import epath
 
+from stackgan_jax.errors import BadFileError
+
 # Added to both covariance diagonals when sqrtm(sigma1 @ sigma2) is not finite (pytorch-fid).
 SQRTM_EPSILON = 1e-6
 # Largest imaginary part tolerated on the square root's diagonal before it is dropped.
@@ -146,5 +148,5 @@ def load_statistics(path: str | pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
     with epath.Path(path).open("rb") as file, np.load(file, allow_pickle=False) as stats:
         missing = {"mu", "sigma"} - set(stats.files)
         if missing:
-            raise KeyError(f"{path}: no {sorted(missing)} among {stats.files}")
+            raise BadFileError(f"{path}: no {sorted(missing)} among {stats.files}")
         return np.asarray(stats["mu"], np.float64), np.asarray(stats["sigma"], np.float64)

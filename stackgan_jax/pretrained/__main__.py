@@ -10,12 +10,12 @@ checkpoints, `pytorch` configs `.pth` files) and which stage: a Stage-II config 
 generator and the Stage-I generator stored with it.
 """
 
-import sys
 from collections.abc import Sequence
 
 from absl import app, flags
 from ml_collections import config_flags
 
+from stackgan_jax import cli
 from stackgan_jax.pretrained.convert import convert
 
 config_flags.DEFINE_config_file(
@@ -36,11 +36,7 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     flag_values = flags.FLAGS
     config = flag_values.config
-    try:
-        step = convert(flag_values.input, config, flag_values.workdir, flag_values.step)
-    except (ValueError, OSError) as e:  # untrusted.RefusedFileError is a ValueError
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    step = convert(flag_values.input, config, flag_values.workdir, flag_values.step)
     text_weights = " --text_encoder_weights=<converted .npz>"
     if config.data.text_encoder != "char_cnn_rnn":
         text_weights = ""
@@ -52,4 +48,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

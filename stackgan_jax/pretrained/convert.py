@@ -14,6 +14,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from stackgan_jax import checkpointing
+from stackgan_jax.errors import ConfigError
 from stackgan_jax.pretrained import stackgan_pytorch, stackgan_tf
 
 # What reads a release file for each architecture, and what the files are called.
@@ -61,7 +62,7 @@ def convert(
     """
     arch = config.model.arch
     if arch not in READERS:
-        raise ValueError(f"model.arch must be one of {sorted(READERS)}, got {arch!r}")
+        raise ConfigError(f"model.arch must be one of {sorted(READERS)}, got {arch!r}")
     directory = checkpointing.checkpoint_dir(workdir)
     if directory.exists() and any(directory.iterdir()):
         raise FileExistsError(f"{directory} already holds checkpoints; choose a new --workdir.")

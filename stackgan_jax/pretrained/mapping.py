@@ -13,8 +13,10 @@ from typing import Any
 import jax
 import numpy as np
 
+from stackgan_jax.errors import BadFileError
 
-class ConversionError(ValueError):
+
+class ConversionError(BadFileError):
     """A file does not hold the generator the config describes."""
 
 

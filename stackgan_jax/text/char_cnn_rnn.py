@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stackgan_jax.errors import BadFileError
 from stackgan_jax.text.encoder import BucketedEncoder
 from stackgan_jax.weights import MissingWeightsError, Params
 
@@ -305,7 +306,7 @@ def load_char_cnn_rnn(
     if not path.is_file():
         raise MissingWeightsError(f"char_cnn_rnn weights not found: {path}. {how_to_get}")
     if path.suffix == ".t7":
-        raise ValueError(f"{path} is a Torch7 file; convert it first. {how_to_get}")
+        raise BadFileError(f"{path} is a Torch7 file; convert it first. {how_to_get}")
     params = load_params(path)
     model = model_for_params(params)
     return BucketedEncoder(

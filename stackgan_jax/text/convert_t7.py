@@ -10,8 +10,9 @@ checks made on the file.
 
 from collections.abc import Sequence
 
-from absl import app, flags
+from absl import flags
 
+from stackgan_jax import cli
 from stackgan_jax.text import char_cnn_rnn_t7
 
 _INPUT = flags.DEFINE_string("input", None, "Torch7 char-CNN-RNN encoder (.t7).", required=True)
@@ -25,4 +26,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

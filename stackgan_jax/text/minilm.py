@@ -26,6 +26,7 @@ import numpy as np
 import safetensors.numpy
 import tokenizers
 
+from stackgan_jax.errors import BadFileError
 from stackgan_jax.text.encoder import BucketedEncoder
 from stackgan_jax.weights import MissingWeightsError, Params
 
@@ -70,7 +71,7 @@ def read_bert_config(path: pathlib.Path) -> BertConfig:
     """
     raw = json.loads(path.read_text())
     if raw.get("model_type", "bert") != "bert" or raw.get("hidden_act", "gelu") != "gelu":
-        raise ValueError(f"{path}: expected a BERT model with exact GELU, got {raw}")
+        raise BadFileError(f"{path}: expected a BERT model with exact GELU, got {raw}")
     fields = {f.name for f in dataclasses.fields(BertConfig)}
     return BertConfig(**{key: value for key, value in raw.items() if key in fields})
 
@@ -233,7 +234,7 @@ def flax_param_path(hf_name: str) -> str:
     for pattern, replacement, kind in _HF_TO_FLAX:
         if re.fullmatch(pattern, module) and leaf in _FLAX_LEAF[kind]:
             return f"{re.sub(pattern, replacement, module)}/{_FLAX_LEAF[kind][leaf]}"
-    raise ValueError(f"unexpected tensor {hf_name!r} in the BERT checkpoint")
+    raise BadFileError(f"unexpected tensor {hf_name!r} in the BERT checkpoint")
 
 
 def flax_params_from_hf(tensors: dict[str, np.ndarray], config: BertConfig) -> Params:
@@ -268,7 +269,7 @@ def flax_params_from_hf(tensors: dict[str, np.ndarray], config: BertConfig) -> P
         if params[path].shape != expected[path].shape
     ]
     if missing or wrong_shape:
-        raise ValueError(
+        raise BadFileError(
             f"checkpoint does not fit {config}: missing {missing}, wrong shapes {wrong_shape}"
         )
     return {"params": flax.traverse_util.unflatten_dict(params, sep="/")}
@@ -352,7 +353,7 @@ def check_mean_pooling(directory: pathlib.Path) -> None:
         return
     modes = {k: v for k, v in json.loads(pooling_file.read_text()).items() if k.startswith("pool")}
     if [mode for mode, enabled in modes.items() if enabled] != ["pooling_mode_mean_tokens"]:
-        raise ValueError(f"{pooling_file}: only mean pooling is implemented, got {modes}")
+        raise BadFileError(f"{pooling_file}: only mean pooling is implemented, got {modes}")
 
 
 def tokenize(

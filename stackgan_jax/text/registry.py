@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from stackgan_jax.errors import ConfigError
 from stackgan_jax.text.char_cnn_rnn import load_char_cnn_rnn
 from stackgan_jax.text.encoder import TextEncoder
 from stackgan_jax.text.minilm import load_minilm
@@ -32,5 +33,5 @@ def get_encoder(name: str, weights: str | None = None, **options) -> TextEncoder
       MissingWeightsError: if the weights are not found.
     """
     if name not in ENCODERS:
-        raise ValueError(f"unknown text encoder {name!r}; choose one of {sorted(ENCODERS)}")
+        raise ConfigError(f"unknown text encoder {name!r}; choose one of {sorted(ENCODERS)}")
     return ENCODERS[name](weights, **options)
