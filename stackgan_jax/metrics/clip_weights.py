@@ -22,7 +22,9 @@ import importlib.util
 import json
 import os
 import pathlib
+import pickle
 import re
+import zipfile
 from collections.abc import Callable
 
 import flax
@@ -32,7 +34,7 @@ import numpy as np
 import safetensors.numpy
 
 from stackgan_jax.metrics import clip_net, clip_tokenizer
-from stackgan_jax.untrusted import torch_pickle
+from stackgan_jax.untrusted import RefusedFileError, torch_pickle
 from stackgan_jax.weights import MissingWeightsError, Params
 
 OPENAI_FILE = "ViT-B-32.pt"
@@ -227,6 +229,8 @@ def infer_config(
     p = params["params"]
     visual, text = p["visual"], p["text"]
     patch, _, _, vision_width = visual["conv1"]["kernel"].shape
+    # A tower without blocks has no `transformer` entry.
+    layers = [len(tower.get("transformer", {})) for tower in (visual, text)]
     grid = round((visual["positional_embedding"].shape[0] - 1) ** 0.5)
     vocab_size, text_width = text["token_embedding"]["embedding"].shape
     if heads is None:
@@ -235,10 +239,10 @@ def infer_config(
         embed_dim=text["text_projection"].shape[1],
         image_size=patch * grid,
         patch_size=patch,
-        vision=clip_net.TowerConfig(vision_width, len(visual["transformer"]), heads[0]),
+        vision=clip_net.TowerConfig(vision_width, layers[0], heads[0]),
         context_length=text["positional_embedding"].shape[0],
         vocab_size=vocab_size,
-        text=clip_net.TowerConfig(text_width, len(text["transformer"]), heads[1]),
+        text=clip_net.TowerConfig(text_width, layers[1], heads[1]),
         activation=activation,
     )
 
@@ -269,10 +273,15 @@ def read_openai(path: pathlib.Path) -> tuple[clip_net.ClipConfig, Params]:
         RefusedFileError: the file is not a TorchScript archive or `torch.save` state dict.
         ClipWeightsError: it holds no ViT CLIP.
     """
-    if torch_pickle.is_torchscript(path):
-        tensors = torch_pickle.script_state_dict(torch_pickle.read_torchscript(path))
-    else:
-        tensors = torch_pickle.load_state_dict(path)
+    try:
+        if torch_pickle.is_torchscript(path):
+            tensors = torch_pickle.script_state_dict(torch_pickle.read_torchscript(path))
+        else:
+            tensors = torch_pickle.load_state_dict(path)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as e:
+        # The reader's messages do not all name the file.
+        message = str(e) if str(path) in str(e) else f"{path}: {e}"
+        raise RefusedFileError(message) from None
     if "visual.proj" not in tensors:
         # openai/CLIP `build_model` tells a ViT from a ResNet CLIP by this tensor.
         raise ClipWeightsError("not a ViT CLIP (no visual.proj; the ResNet CLIPs are not ported)")
@@ -339,8 +348,9 @@ def resolve_files(
     Args:
         weights: OpenAI's `.pt` or a Hugging Face directory; None: `~/.cache/clip/ViT-B-32.pt`,
             where `clip.load('ViT-B/32')` keeps it.
-        vocab: OpenAI's BPE vocabulary; None: the directory's `tokenizer.json`, else the one in
-            an installed `clip` or `open_clip` package.
+        vocab: OpenAI's BPE vocabulary; None: the directory's `tokenizer.json`, else
+            `bpe_simple_vocab_16e6.txt.gz` beside the `.pt`, else the one in an installed `clip`
+            or `open_clip` package.
 
     Returns:
         (weights, vocabulary file, whether the weights are a Hugging Face directory).
@@ -365,8 +375,10 @@ def resolve_files(
         vocab_path = pathlib.Path(vocab).expanduser()
     elif hf:
         vocab_path = path / "tokenizer.json"
+    elif (path.parent / VOCAB_FILE).is_file():
+        vocab_path = path.parent / VOCAB_FILE
     else:
-        vocab_path = installed_vocab() or pathlib.Path(VOCAB_FILE)
+        vocab_path = installed_vocab() or path.parent / VOCAB_FILE
     if not vocab_path.is_file():
         _missing(
             "tokenizer vocabulary",
