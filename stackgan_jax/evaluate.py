@@ -7,6 +7,8 @@
     python -m stackgan_jax.evaluate --workdir=runs/coco/stage2 --metrics=fid,is \
         --fid_weights=pt_inception-2015-12-05-6726825d.pth \
         --inception_checkpoint=pt_inception-2015-12-05-6726825d.pth
+    python -m stackgan_jax.evaluate --workdir=runs/birds/stage2 --metrics=clip_score \
+        --clip_weights=ViT-B-32.pt --clip_vocab=bpe_simple_vocab_16e6.txt.gz
 
 One image is generated per test caption (caption c of every test image before caption c + 1),
 up to --num_samples, in batches. The report goes to <workdir>/eval/step_<N>.json and to
@@ -16,9 +18,10 @@ TensorBoard under `eval/`. Training computes the same metrics of its current gen
 Metrics (`stackgan_jax/evaluation/`, one module each): `attributes` (synthetic_birds only:
 how often the attribute classifier reads the colours the caption names, beside its accuracy on the
 real test images), `fid` (FID against the real test images at the stage's size; for Stage-II also
-of the Stage-I images enlarged to 256 px, which Stage-II should beat) and `is` (StackGAN's
-Inception Score). The flags after --workdir, --step, --seed and --data_dir are the fields of
-`config.eval` (`evaluation.config`), with the same names and help.
+of the Stage-I images enlarged to 256 px, which Stage-II should beat), `is` (StackGAN's
+Inception Score) and `clip_score` (GALIP's CLIP score: mean cosine similarity of CLIP ViT-B/32
+image and caption features). The flags after --workdir, --step, --seed and --data_dir are the
+fields of `config.eval` (`evaluation.config`), with the same names and help.
 """
 
 import functools

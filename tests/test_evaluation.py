@@ -33,7 +33,7 @@ def test_the_evaluate_cli_has_one_flag_per_eval_config_field():
         "f = flags.FLAGS; "
         "print({n: (f[n].default, f[n].help) for n in "
         "('metrics', 'num_samples', 'batch_size', 'ref_stats', 'fid_weights', "
-        "'inception_checkpoint')})"
+        "'inception_checkpoint', 'clip_weights', 'clip_vocab')})"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -11,7 +11,10 @@ import ml_collections
 # Each field's help text: the CLI's flag help, and the documentation of the config section.
 HELP = {
     "every_steps": "Evaluate the current generator every this many training steps (0: off).",
-    "metrics": "Any of attributes (synthetic_birds only), fid, is (needs inception_checkpoint).",
+    "metrics": (
+        "Any of attributes (synthetic_birds only), clip_score (needs CLIP ViT-B/32), fid, is"
+        " (needs inception_checkpoint)."
+    ),
     "num_samples": "Generated images (one per test caption, up to this many).",
     "batch_size": "Images per generator call; the noise depends on it.",
     "ref_stats": "FID reference statistics .npz (mu, sigma); default: the real test images'.",
@@ -26,6 +29,17 @@ HELP = {
         " README of hanzhanggit/StackGAN-inception-model (CUB, Oxford-102), or pytorch-fid's"
         " pt_inception-2015-12-05-6726825d.pth for improved-gan's ImageNet score (COCO); a path"
         " ending in .pth is read as the latter."
+    ),
+    "clip_weights": (
+        "For clip_score: CLIP ViT-B/32, OpenAI's ViT-B-32.pt (what clip.load('ViT-B/32') keeps in"
+        " ~/.cache/clip) or a directory of Hugging Face's openai/clip-vit-base-patch32 with"
+        " model.safetensors, config.json and tokenizer.json; default: ~/.cache/clip/ViT-B-32.pt."
+    ),
+    "clip_vocab": (
+        "For clip_score with OpenAI's .pt: CLIP's BPE vocabulary bpe_simple_vocab_16e6.txt.gz"
+        " (openai/CLIP's clip/ directory, or the clip-anytorch / open_clip wheels); default: the"
+        " HF directory's tokenizer.json, else the file beside the .pt, else an installed clip or"
+        " open_clip package's."
     ),
 }
 
@@ -42,5 +56,7 @@ def default_config() -> ml_collections.ConfigDict:
             "ref_stats": placeholder(str),
             "fid_weights": placeholder(str),
             "inception_checkpoint": placeholder(str),
+            "clip_weights": placeholder(str),
+            "clip_vocab": placeholder(str),
         }
     )

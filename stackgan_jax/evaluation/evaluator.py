@@ -19,7 +19,12 @@ from stackgan_jax.data import source as source_lib
 from stackgan_jax.errors import ConfigError
 
 # Metric name -> the module of this package that makes it.
-METRICS = {"attributes": "attributes", "fid": "fid", "is": "inception_score"}
+METRICS = {
+    "attributes": "attributes",
+    "clip_score": "clip_score",
+    "fid": "fid",
+    "is": "inception_score",
+}
 
 Images = dict[str, np.ndarray]
 # (embeddings [n, text_dim], noise key) -> (64×64 images, 256×256 images or None): a bound
@@ -162,7 +167,8 @@ def make_evaluator(
 def scalars(report: dict[str, Any]) -> dict[str, float]:
     """The report's float values as TensorBoard scalars, named by their path under `eval/`.
 
-    E.g. `eval/attributes/stage1/body_colour`, `eval/fid/fid`, `eval/is/stage2/mean`.
+    E.g. `eval/attributes/stage1/body_colour`, `eval/fid/fid`, `eval/is/stage2/mean`,
+    `eval/clip_score/clip_score`.
     """
     return _flatten("eval", report)
 

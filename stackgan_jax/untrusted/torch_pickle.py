@@ -389,3 +389,25 @@ def read_torchscript(path: str | os.PathLike[str]) -> ScriptObject:
     if not isinstance(root, ScriptObject):
         raise RefusedFileError(f"{path} holds no TorchScript module, but {type(root).__name__}")
     return root
+
+
+def script_state_dict(module: ScriptObject, prefix: str = "") -> dict[str, np.ndarray]:
+    """The arrays of a TorchScript module tree by dotted name, as `module.state_dict()` has them.
+
+    Parameters, buffers and any other tensor attributes, depth first in attribute order; plain
+    values (`training`, ints, lists) are left out.
+
+    Args:
+        module: from `read_torchscript`.
+        prefix: prepended to every name.
+
+    Returns:
+        {'visual.conv1.weight': array, ...}.
+    """
+    arrays = {}
+    for name, value in module.attributes().items():
+        if isinstance(value, ScriptObject):
+            arrays |= script_state_dict(value, f"{prefix}{name}.")
+        elif isinstance(value, np.ndarray):
+            arrays[f"{prefix}{name}"] = value
+    return arrays
