@@ -42,6 +42,8 @@ from collections.abc import Sequence
 import numpy as np
 import tokenizers
 
+from stackgan_jax.errors import BadFileError
+
 START = "<|startoftext|>"
 END = "<|endoftext|>"
 CONTEXT_LENGTH = 77
@@ -154,10 +156,10 @@ def read_bpe_vocab(path: str | os.PathLike[str]) -> tuple[dict[str, int], list[t
         with gzip.open(path, "rt", encoding="utf-8") as f:
             lines = f.read().split("\n")
     except (OSError, UnicodeDecodeError, EOFError) as e:
-        raise ValueError(f"{path} is not a gzip-compressed CLIP BPE vocabulary: {e}") from None
+        raise BadFileError(f"{path} is not a gzip-compressed CLIP BPE vocabulary: {e}") from None
     merges = [tuple(line.split()) for line in lines[1 : _NUM_MERGES + 1]]
     if not merges or any(len(m) != 2 for m in merges):
-        raise ValueError(f"{path} is not a CLIP BPE vocabulary: expected one merge pair a line")
+        raise BadFileError(f"{path} is not a CLIP BPE vocabulary: expected one merge pair a line")
     return _vocab_from_merges(merges), merges
 
 
@@ -175,9 +177,9 @@ def read_hf_vocab(path: str | os.PathLike[str]) -> tuple[dict[str, int], list[tu
         vocab, merges = model["vocab"], model["merges"]
         merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in merges]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ValueError(f"{path} is not a Hugging Face BPE tokenizer.json: {e!r}") from None
+        raise BadFileError(f"{path} is not a Hugging Face BPE tokenizer.json: {e!r}") from None
     if model.get("type") != "BPE" or START not in vocab or END not in vocab:
-        raise ValueError(f"{path} is not a CLIP BPE tokenizer ({START}, {END} and BPE needed)")
+        raise BadFileError(f"{path} is not a CLIP BPE tokenizer ({START}, {END} and BPE needed)")
     return vocab, merges
 
 

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import safetensors.numpy
 
+from stackgan_jax.errors import BadFileError
 from stackgan_jax.metrics import clip_net, clip_tokenizer
 from stackgan_jax.untrusted import RefusedFileError, torch_pickle
 from stackgan_jax.weights import MissingWeightsError, Params
@@ -107,7 +108,7 @@ _UNUSED = re.compile(
 )
 
 
-class ClipWeightsError(ValueError):
+class ClipWeightsError(BadFileError):
     """A weight file that is not a ViT CLIP in either layout; the message names the file."""
 
 
