@@ -4,9 +4,14 @@ import pathlib
 
 import numpy as np
 import pytest
+from conftest import eval_config
 
+from stackgan_jax.data import source as source_lib
+from stackgan_jax.evaluation import evaluator
+from stackgan_jax.evaluation import r_precision as r_precision_evaluation
 from stackgan_jax.metrics import damsm_captions, damsm_text
 from stackgan_jax.metrics import r_precision as r_precision_lib
+from stackgan_jax.weights import MissingWeightsError
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 
@@ -110,3 +115,68 @@ def test_r_precision_matches_dm_gans_computation():
     assert mean == pytest.approx(float(golden["r_mean"]), abs=1e-3)
     assert std == pytest.approx(float(golden["r_std"]), abs=1e-3)
     assert 0.3 < mean < 0.9  # neither all hits nor none: the test can tell a wrong encoder
+
+
+def fixture_source(golden):
+    """An ArraySource of the fixture's 8 test images: the captions AttnGAN keeps, the classes."""
+    captions = [
+        [line for line in lines if damsm_captions.tokenize(line)] for lines in golden["test_lines"]
+    ]
+    n = len(captions)
+    return source_lib.ArraySource(
+        images=np.zeros((n, 1, 1, 3), np.uint8),
+        images_small=np.zeros((n, 1, 1, 3), np.uint8),
+        embeddings=np.zeros((n, 10, 1), np.float32),
+        num_captions=np.array([len(c) for c in captions], np.int32),
+        labels=golden["test_classes"].astype(np.int64),
+        captions=captions,
+        file_names=[str(i) for i in range(n)],
+        attributes={},
+    )
+
+
+def test_missing_damsm_files_stop_before_any_work_naming_file_source_and_flag(tmp_path):
+    config = eval_config(["r_precision"], damsm_text_encoder=str(tmp_path / "text_encoder200.pth"))
+    with pytest.raises(MissingWeightsError) as error:
+        r_precision_evaluation.weight_paths(config)
+    message = str(error.value)
+    for flag, name in [
+        ("--damsm_text_encoder", "text_encoder200.pth"),
+        ("--damsm_image_encoder", str(tmp_path / "image_encoder200.pth")),
+        ("--damsm_captions", "birds.zip"),
+    ]:
+        assert flag in message and name in message
+    assert "DAMSM release" in message and "captions.pickle" in message
+    with pytest.raises(MissingWeightsError, match="--damsm_captions: not set"):
+        r_precision_evaluation.make_metric(eval_config(["r_precision"]), None)
+
+
+def test_trials_embed_the_test_captions_and_draw_other_classes():
+    golden = dict(np.load(FIXTURES / "damsm_golden.npz"))
+    vocabulary = damsm_captions.load_captions(FIXTURES / "damsm_captions.pickle")
+    encoder = damsm_text.load_text_encoder(FIXTURES / "damsm_text_encoder.pth")
+    source = fixture_source(golden)
+    _, captions = evaluator.held_out_conditions(source, 30)
+    context = evaluator.Context(source, captions, "birds", 2, 0, "unused")
+    trials = r_precision_evaluation.prepare_trials(
+        context, vocabulary.wordtoix, encoder, 25, np.random.default_rng(0)
+    )
+    # Caption-major order: caption c of image i is row 10 i + c of the golden embeddings.
+    order = evaluator.held_out_order(source, 30)
+    want = golden["sentences"][[10 * i + c for i, c in order]]
+    scale = np.abs(want).max()
+    np.testing.assert_allclose(trials.true_codes, want, rtol=1e-4, atol=1e-5 * scale)
+    # The pool is the 80 test captions (none longer than 25 words), in image order.
+    np.testing.assert_allclose(trials.codes, golden["sentences"], rtol=1e-4, atol=1e-5 * scale)
+    classes = golden["test_classes"]
+    drawn = classes[trials.mismatched // 10]
+    assert trials.mismatched.shape == (30, 99)
+    assert not np.any(drawn == classes[[i for i, _ in order]][:, None])
+    with pytest.raises(ValueError, match="the evaluator's test captions"):
+        r_precision_evaluation.prepare_trials(
+            evaluator.Context(source, captions[::-1], "birds", 2, 0, "unused"),
+            vocabulary.wordtoix,
+            encoder,
+            25,
+            np.random.default_rng(0),
+        )

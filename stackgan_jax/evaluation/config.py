@@ -11,7 +11,10 @@ import ml_collections
 # Each field's help text: the CLI's flag help, and the documentation of the config section.
 HELP = {
     "every_steps": "Evaluate the current generator every this many training steps (0: off).",
-    "metrics": "Any of attributes (synthetic_birds only), fid, is (needs inception_checkpoint).",
+    "metrics": (
+        "Any of attributes (synthetic_birds only), fid, is (needs inception_checkpoint),"
+        " r_precision (needs damsm_text_encoder and damsm_captions)."
+    ),
     "num_samples": "Generated images (one per test caption, up to this many).",
     "batch_size": "Images per generator call; the noise depends on it.",
     "ref_stats": "FID reference statistics .npz (mu, sigma); default: the real test images'.",
@@ -26,6 +29,24 @@ HELP = {
         " README of hanzhanggit/StackGAN-inception-model (CUB, Oxford-102), or pytorch-fid's"
         " pt_inception-2015-12-05-6726825d.pth for improved-gan's ImageNet score (COCO); a path"
         " ending in .pth is read as the latter."
+    ),
+    "damsm_text_encoder": (
+        "For r_precision: AttnGAN's DAMSM text encoder, DAMSMencoders/bird/text_encoder200.pth"
+        " (COCO: DAMSMencoders/coco/text_encoder100.pth) of the DAMSM release linked in the"
+        " AttnGAN and DM-GAN READMEs."
+    ),
+    "damsm_image_encoder": (
+        "For r_precision: the DAMSM image encoder (image_encoder200.pth beside the text"
+        " encoder); default: damsm_text_encoder with text_encoder replaced by image_encoder, as"
+        " DM-GAN finds it."
+    ),
+    "damsm_captions": (
+        "For r_precision: captions.pickle of AttnGAN's birds.zip (COCO: coco.zip) metadata, the"
+        " DAMSM encoder's vocabulary."
+    ),
+    "damsm_words_num": (
+        "For r_precision: words kept per caption (cfg.TEXT.WORDS_NUM of AttnGAN's and DM-GAN's"
+        " eval_bird.yml: 25; eval_coco.yml: 20); longer captions keep a random subset."
     ),
 }
 
@@ -42,5 +63,9 @@ def default_config() -> ml_collections.ConfigDict:
             "ref_stats": placeholder(str),
             "fid_weights": placeholder(str),
             "inception_checkpoint": placeholder(str),
+            "damsm_text_encoder": placeholder(str),
+            "damsm_image_encoder": placeholder(str),
+            "damsm_captions": placeholder(str),
+            "damsm_words_num": 25,
         }
     )
