@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stackgan_jax import visualize
+from stackgan_jax.errors import BadFileError
 from stackgan_jax.metrics import inception_score
 from stackgan_jax.metrics.inception_features import pad_to
 from stackgan_jax.metrics.inception_net import (
@@ -266,7 +267,7 @@ def params_from_slim_variables(
     if missing:
         shown = ", ".join(missing[:_MISSING_SHOWN])
         more = f" and {len(missing) - _MISSING_SHOWN} more" if len(missing) > _MISSING_SHOWN else ""
-        raise ValueError(
+        raise BadFileError(
             f"{source} lacks {len(missing)} of the {len(names)} variables of the `inception`"
             f" package's slim Inception-v3: {shown}{more}. (TF-slim's later nets/inception_v3"
             " names the same variables InceptionV3/Conv2d_1a_3x3/..., which this loader does"
@@ -281,7 +282,7 @@ def params_from_slim_variables(
         if np.shape(variables[theirs]) != expected[ours]
     ]
     if problems:
-        raise ValueError(
+        raise BadFileError(
             f"{source} does not fit a slim Inception-v3 with {num_classes} logits: "
             + "; ".join(problems)
         )
