@@ -13,7 +13,8 @@ HELP = {
     "every_steps": "Evaluate the current generator every this many training steps (0: off).",
     "metrics": (
         "Any of attributes (synthetic_birds only), clip_score (needs CLIP ViT-B/32), fid, is"
-        " (needs inception_checkpoint)."
+        " (needs inception_checkpoint), r_precision (needs damsm_text_encoder and"
+        " damsm_captions)."
     ),
     "num_samples": "Generated images (one per test caption, up to this many).",
     "batch_size": "Images per generator call; the noise depends on it.",
@@ -41,6 +42,24 @@ HELP = {
         " HF directory's tokenizer.json, else the file beside the .pt, else an installed clip or"
         " open_clip package's."
     ),
+    "damsm_text_encoder": (
+        "For r_precision: AttnGAN's DAMSM text encoder, DAMSMencoders/bird/text_encoder200.pth"
+        " (COCO: DAMSMencoders/coco/text_encoder100.pth) of the DAMSM release linked in the"
+        " AttnGAN and DM-GAN READMEs."
+    ),
+    "damsm_image_encoder": (
+        "For r_precision: the DAMSM image encoder (image_encoder200.pth beside the text"
+        " encoder); default: damsm_text_encoder with text_encoder replaced by image_encoder, as"
+        " DM-GAN finds it."
+    ),
+    "damsm_captions": (
+        "For r_precision: captions.pickle of AttnGAN's birds.zip (COCO: coco.zip) metadata, the"
+        " DAMSM encoder's vocabulary."
+    ),
+    "damsm_words_num": (
+        "For r_precision: words kept per caption (cfg.TEXT.WORDS_NUM of AttnGAN's and DM-GAN's"
+        " eval_bird.yml: 25; eval_coco.yml: 20); longer captions keep a random subset."
+    ),
 }
 
 
@@ -58,5 +77,9 @@ def default_config() -> ml_collections.ConfigDict:
             "inception_checkpoint": placeholder(str),
             "clip_weights": placeholder(str),
             "clip_vocab": placeholder(str),
+            "damsm_text_encoder": placeholder(str),
+            "damsm_image_encoder": placeholder(str),
+            "damsm_captions": placeholder(str),
+            "damsm_words_num": 25,
         }
     )

@@ -24,6 +24,7 @@ METRICS = {
     "clip_score": "clip_score",
     "fid": "fid",
     "is": "inception_score",
+    "r_precision": "r_precision",
 }
 
 Images = dict[str, np.ndarray]
@@ -55,21 +56,28 @@ class Context:
     workdir: str
 
 
-def held_out_conditions(source: source_lib.ArraySource, count: int) -> tuple[np.ndarray, list[str]]:
-    """Embeddings and captions of up to `count` test captions, caption-major.
+def held_out_order(source: source_lib.ArraySource, count: int) -> list[tuple[int, int]]:
+    """(test image, caption) of up to `count` test captions, caption-major.
 
     Caption c of every test image comes before caption c + 1 of any, so a small `count` still
-    covers the test images evenly.
-
-    Returns:
-        (float32 [n, text_dim], n captions) with n = min(count, all test captions).
+    covers the test images evenly. Metrics that need each caption's image (R-precision draws
+    mismatched captions from other classes) get it here.
     """
-    order = [
+    return [
         (image, caption)
         for caption in range(int(source.num_captions.max()))
         for image in range(len(source))
         if caption < source.num_captions[image]
     ][:count]
+
+
+def held_out_conditions(source: source_lib.ArraySource, count: int) -> tuple[np.ndarray, list[str]]:
+    """Embeddings and captions of the `held_out_order` test captions.
+
+    Returns:
+        (float32 [n, text_dim], n captions) with n = min(count, all test captions).
+    """
+    order = held_out_order(source, count)
     embeddings = np.stack([source.embeddings[i, c] for i, c in order])
     captions = [source.captions[i][c] for i, c in order]
     return embeddings, captions
