@@ -23,6 +23,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from stackgan_jax.errors import BadFileError, ConfigError
 from stackgan_jax.evaluation.evaluator import Context, Images, Metric, held_out_order
 from stackgan_jax.metrics import damsm_captions, damsm_text
 from stackgan_jax.metrics import r_precision as r_precision_lib
@@ -125,8 +126,8 @@ def prepare_trials(
     """Tokenises, draws and embeds the captions of every trial (see the module docstring).
 
     Raises:
-        ValueError: the context's captions are not the evaluator's test captions, or one of them
-            has no word of the vocabulary.
+        ValueError: the context's captions are not the evaluator's test captions.
+        ConfigError: a caption has no word of the vocabulary.
     """
     source = context.source
     order = held_out_order(source, len(context.captions))
@@ -135,7 +136,10 @@ def prepare_trials(
     true = [damsm_captions.caption_indices(caption, wordtoix) for caption in context.captions]
     for caption, indices in zip(context.captions, true, strict=True):
         if not indices:
-            raise ValueError(f"no word of {caption!r} is in the DAMSM vocabulary")
+            raise ConfigError(
+                f"no word of {caption!r} is in the DAMSM vocabulary: is --damsm_captions the"
+                " vocabulary of this dataset's DAMSM?"
+            )
     # The pool: each test image's captions that keep a word, as AttnGAN's `load_captions` keeps.
     per_image = [
         [ids for ids in (damsm_captions.caption_indices(c, wordtoix) for c in captions) if ids]
@@ -182,7 +186,7 @@ def make_metric(eval_config: ml_collections.ConfigDict, context: Context) -> Met
     vocabulary = damsm_captions.load_captions(paths["damsm_captions"])
     text_encoder = damsm_text.load_text_encoder(paths["damsm_text_encoder"])
     if text_encoder.module.num_words != vocabulary.num_words:
-        raise ValueError(
+        raise BadFileError(
             f"{paths['damsm_text_encoder']} embeds {text_encoder.module.num_words} words but"
             f" {paths['damsm_captions']} has {vocabulary.num_words}: they are not one DAMSM's"
         )
