@@ -32,7 +32,7 @@ def test_the_evaluate_cli_has_one_flag_per_eval_config_field():
         "from absl import flags; from stackgan_jax import evaluate; evaluate._define_flags(); "
         "f = flags.FLAGS; "
         "print({n: (f[n].default, f[n].help) for n in "
-        "('metrics', 'num_samples', 'batch_size', 'ref_stats', 'fid_weights', "
+        "('metrics', 'num_samples', 'batch_size', 'ref_stats', 'fid_protocol', 'fid_weights', "
         "'inception_checkpoint')})"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
