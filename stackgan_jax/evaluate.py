@@ -7,6 +7,8 @@
     python -m stackgan_jax.evaluate --workdir=runs/coco/stage2 --metrics=fid,is \
         --fid_weights=pt_inception-2015-12-05-6726825d.pth \
         --inception_checkpoint=pt_inception-2015-12-05-6726825d.pth
+    python -m stackgan_jax.evaluate --workdir=runs/birds/stage2 --metrics=fid --fid_protocol=dfgan \
+        --fid_weights=inception_v3_google-0cc3c7bd.pth --ref_stats=bird_val256_FIDK0.npz
 
 One image is generated per test caption (caption c of every test image before caption c + 1),
 up to --num_samples, in batches. The report goes to <workdir>/eval/step_<N>.json and to
