@@ -9,6 +9,8 @@
         --inception_checkpoint=pt_inception-2015-12-05-6726825d.pth
     python -m stackgan_jax.evaluate --workdir=runs/birds/stage2 --metrics=clip_score \
         --clip_weights=ViT-B-32.pt --clip_vocab=bpe_simple_vocab_16e6.txt.gz
+    python -m stackgan_jax.evaluate --workdir=runs/birds/stage2 --metrics=fid --fid_protocol=dfgan \
+        --fid_weights=inception_v3_google-0cc3c7bd.pth --ref_stats=bird_val256_FIDK0.npz
 
 One image is generated per test caption (caption c of every test image before caption c + 1),
 up to --num_samples, in batches. The report goes to <workdir>/eval/step_<N>.json and to

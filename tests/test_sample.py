@@ -104,6 +104,7 @@ def test_evaluate_writes_a_report_with_the_real_image_ceiling_and_fid(stage1_run
     # Cached per network: the input convention and the weight file's digest name the file.
     assert pathlib.Path(workdir, "eval", "fid_reference_64px_tf_7ff4a85c.npz").exists()
     assert report["fid"]["input_convention"] == "tf"
+    assert report["fid"]["protocol"] == "ttur" and report["fid"]["num_images"] == 12
     written = json.loads(pathlib.Path(workdir, "eval", "step_00000004.json").read_text())
     assert written["attributes"] == scores
 
@@ -131,6 +132,7 @@ def test_evaluate_reads_pytorch_fids_file_for_fid_and_the_imagenet_score(
 
     # FID: the .pth network in pytorch-fid's convention, against real statistics cached for it.
     assert report["fid"]["input_convention"] == "pytorch-fid"
+    assert report["fid"]["protocol"] == "pytorch-fid"
     assert report["fid"]["weights"] == PYTORCH_FID_RANDOM
     cache = fid_evaluation.reference_statistics_path(workdir, 64, network)
     assert cache.name.startswith("fid_reference_64px_pytorch-fid_")

