@@ -16,12 +16,8 @@ place.
 """
 
 import contextlib
-import json
-import logging as pylogging
 import os
-import re
 import subprocess
-import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import Any, TypeVar
@@ -33,6 +29,7 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
+from stackgan_jax import checkpoint_damage
 from stackgan_jax.errors import ConfigError, UserError
 from stackgan_jax.state import GANState
 
@@ -235,96 +232,20 @@ def _restore_args(abstract: Any) -> ocp.args.PyTreeRestore:
     )
 
 
-# A TensorStore error's message starts with its status code: "OUT_OF_RANGE: ..." for a file cut
-# short, "DATA_LOSS: ..." for one that does not decode, "NOT_FOUND: ..." for a missing one.
-_TENSORSTORE_STATUS = re.compile(r"[A-Z][A-Z_]+: ")
-
-
-def _unreadable_file_error(error: BaseException) -> BaseException | None:
-    """The error in `error`'s chain of causes that says a checkpoint file cannot be read, if any.
-
-    What reading a damaged checkpoint raises: TensorStore's ValueErrors (Orbax re-raises an
-    array's as a bare Exception `from` it), `json.JSONDecodeError` for a metadata file cut short,
-    OSError for a missing file, and Orbax's KeyError for a missing item. Anything else (a bug, a
-    checkpoint of another layout) is no sign of damage and is not caught.
-    """
-    while error is not None:
-        if (
-            isinstance(error, (OSError, json.JSONDecodeError))
-            or (isinstance(error, ValueError) and _TENSORSTORE_STATUS.match(str(error)))
-            or (isinstance(error, KeyError) and "was not found in the checkpoint" in str(error))
-        ):
-            return error
-        error = error.__cause__
-    return None
-
-
-def _describe(error: BaseException) -> str:
-    """The first line of `error`, without the store specs (kilobytes of JSON) TensorStore adds."""
-    # A KeyError's str() is the repr of its message.
-    message = error.args[0] if isinstance(error, KeyError) and error.args else error
-    lines = str(message).strip().splitlines()
-    line = re.sub(r"\s*\[tensorstore_spec.*", "", lines[0]) if lines else ""
-    if isinstance(error, ValueError) and _TENSORSTORE_STATUS.match(line):
-        return line
-    return f"{type(error).__name__}: {line}" if line else type(error).__name__
-
-
-# When one read of a restore fails, Orbax closes the asyncio event loop that runs them all, and
-# the reads still in flight report their ends in two ways, as dozens of tracebacks that would bury
-# the one line naming the damaged checkpoint: TensorStore hands each completion to the closed loop
-# (an unraisable `RuntimeError('Event loop is closed')`), and asyncio logs each failed read nobody
-# awaited ("Task exception was never retrieved"). The two classes below drop those reports only.
-
-
-class _DropClosedLoopReports:
-    """A `sys.unraisablehook` passing everything but 'Event loop is closed' to the previous one."""
-
-    def __init__(self, previous: Callable[[Any], None]) -> None:
-        self.previous = previous
-
-    def __call__(self, unraisable: Any) -> None:
-        error = unraisable.exc_value
-        if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
-            return
-        self.previous(unraisable)
-
-
-class _DropUnawaitedReadErrors(pylogging.Filter):
-    """Drops asyncio's reports of unawaited tasks that failed to read a checkpoint file."""
-
-    def filter(self, record: pylogging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        return not (
-            record.getMessage().split("\n", 1)[0].endswith("exception was never retrieved")
-            and error is not None
-            and _unreadable_file_error(error) is not None
-        )
-
-
-def _quiet_late_read_reports() -> None:
-    """Installs the hook and the filter above, once."""
-    if not isinstance(sys.unraisablehook, _DropClosedLoopReports):
-        sys.unraisablehook = _DropClosedLoopReports(sys.unraisablehook)
-    asyncio_logger = pylogging.getLogger("asyncio")
-    if not any(isinstance(f, _DropUnawaitedReadErrors) for f in asyncio_logger.filters):
-        asyncio_logger.addFilter(_DropUnawaitedReadErrors())
-
-
 @contextlib.contextmanager
 def _reading(manager: ocp.CheckpointManager, step: int, item: str):
     """Raises DamagedCheckpointError naming step, path and `item` where reading `item` fails."""
     # Before the read: the first late reports come before its error has propagated.
-    _quiet_late_read_reports()
+    checkpoint_damage.quiet_late_read_reports()
     try:
         yield
     except Exception as error:
-        cause = _unreadable_file_error(error)
+        cause = checkpoint_damage.unreadable_file_error(error)
         if cause is None:
             raise
         raise DamagedCheckpointError(
             f"The checkpoint at step {step} in {manager.directory / str(step)} is damaged "
-            f"({item}: {_describe(cause)})"
+            f"({item}: {checkpoint_damage.describe(cause)})"
         ) from error
 
 
