@@ -5,6 +5,7 @@ import functools
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -12,6 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 from etils import epath
@@ -108,9 +110,13 @@ def _write_samples(
     writer: metric_writers.MetricWriter,
     workdir: str,
     step: int,
-    images: tuple[jax.Array, jax.Array | None],
-    captions: list[str],
+    generate: Callable[..., tuple[jax.Array, jax.Array | None]],
+    state: state_lib.GANState,
+    sample_inputs: tuple[jax.Array, generation.Noise, list[str]],
 ) -> None:
+    """Draws the fixed captions' grid with the current generator(s) and writes it."""
+    embedding, noise, captions = sample_inputs
+    images = generate(state.sampling_generator, state.stage1_generator, embedding, noise)
     rows = [np.asarray(x) for x in images if x is not None]
     picture = visualize.grid(rows)
     writer.write_images(step, {"samples": picture[None]})
@@ -139,6 +145,168 @@ def _make_evaluator(
     )
 
 
+def _make_meta(
+    config: ml_collections.ConfigDict,
+    train_examples: int,
+    steps_per_epoch: int,
+    embedding_norm: embedding_norm_lib.EmbeddingNorm,
+) -> dict[str, Any]:
+    """What each checkpoint records beside the state (`checkpointing.make_meta`)."""
+    extra: dict[str, Any] = {"data_process_count": jax.process_count()}
+    if embedding_norm.mode != "scale":
+        # Scaling is all in the config; standardising needs its statistics kept with the model.
+        extra[embedding_norm_lib.META_KEY] = embedding_norm_lib.to_meta(embedding_norm)
+    return checkpointing.make_meta(
+        config,
+        text_encoder={"name": config.data.text_encoder, "dim": config.model.text_dim},
+        dataset={"name": config.data.dataset, "train_examples": train_examples},
+        steps_per_epoch=steps_per_epoch,
+        extra=extra,
+    )
+
+
+def _resume_or_create(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    manager: ocp.CheckpointManager,
+    optimizer: optax.GradientTransformation,
+    mesh: jax.sharding.Mesh,
+    meta: dict[str, Any],
+) -> tuple[state_lib.GANState, input_pipeline.PipelineState | None]:
+    """The state resumed from the workdir, or a new one (Stage-II: around its Stage-I G).
+
+    Returns:
+        (state, the data stream's stored position or None for a new run).
+    """
+    abstract = abstract_state(config, optimizer, mesh)
+    stored_pipeline = None
+    if manager.latest_step() is not None:
+        # From the newest checkpoint that reads; newer damaged ones are moved aside, as this run
+        # will save their steps again.
+        state, stored_meta = checkpointing.restore(manager, abstract, meta, set_aside_damaged=True)
+        stored_pipeline = input_pipeline.PipelineState(**stored_meta["pipeline"])
+        logging.info("Resumed from step %d in %s.", int(state.step), workdir)
+    else:
+        stage1_variables = None
+        if config.stage == 2:
+            stage1_variables, _ = checkpointing.restore_stage1_generator(
+                config.stage1_workdir, config.stage1_step, abstract.stage1_generator, meta
+            )
+        create = jax.jit(
+            functools.partial(state_lib.create_state, config, optimizer=optimizer),
+            out_shardings=parallel.replicated(mesh),
+        )
+        state = create(jax.random.key(config.seed), stage1_variables=stage1_variables)
+    if jax.process_index() == 0:
+        # Only now: a config that does not fit the workdir's checkpoints has stopped by here,
+        # and must not overwrite the record of the config that does.
+        directory = epath.Path(workdir)
+        (directory / "config.txt").write_text(str(config))
+        (directory / "command.txt").write_text(" ".join(sys.argv) + "\n")
+    return state, stored_pipeline
+
+
+def _learning_rate_schedules(
+    train_config: ml_collections.ConfigDict, steps_per_epoch: int
+) -> dict[str, optax.Schedule]:
+    """The logged learning rates: G's, and D's when it differs."""
+    g_rate, d_rate = state_lib.learning_rates(train_config)
+    schedules = {
+        "learning_rate": state_lib.learning_rate_schedule(train_config, steps_per_epoch, g_rate)
+    }
+    if d_rate != g_rate:
+        schedules["d_learning_rate"] = state_lib.learning_rate_schedule(
+            train_config, steps_per_epoch, d_rate
+        )
+    return schedules
+
+
+def _training_batches(
+    config: ml_collections.ConfigDict,
+    train_source: source_lib.ArraySource,
+    stored_pipeline: input_pipeline.PipelineState | None,
+    start_step: int,
+    mesh: jax.sharding.Mesh,
+    meta: dict[str, Any],
+) -> Iterator[dict[str, jax.Array]]:
+    """Global batches from training step `start_step + 1` on; records the stream in `meta`."""
+    global_batch_size = config.train.global_batch_size
+    pipeline_state, warning = input_pipeline.resume(
+        stored_pipeline, len(train_source), global_batch_size, start_step
+    )
+    if warning:
+        logging.warning(warning)
+    meta["pipeline"] = dataclasses.asdict(pipeline_state)
+    dataset = input_pipeline.make_dataset(
+        train_source,
+        stage=config.stage,
+        arch=config.model.arch,
+        global_batch_size=global_batch_size,
+        seed=config.seed,
+        # Training step s (counted from 1) consumes data step s - 1.
+        start_step=pipeline_state.data_step(start_step),
+    )
+    return input_pipeline.global_batches(dataset, mesh)
+
+
+def _log_state(state: state_lib.GANState, train_config: ml_collections.ConfigDict) -> None:
+    """Says whether G's moving average is kept, and (process 0) both networks' parameters."""
+    if state.generator_ema is not None:
+        logging.info(
+            "Keeping a moving average of G (decay %g): sample grids, evaluation and the "
+            "checkpoints' generator_ema item use it.",
+            train_config.ema_decay,
+        )
+    if jax.process_index() == 0:
+        parameter_overview.log_parameter_overview(state.generator.params, msg="Generator")
+        parameter_overview.log_parameter_overview(state.discriminator.params, msg="Discriminator")
+
+
+def _progress_hooks(
+    config: ml_collections.ConfigDict,
+    num_steps: int,
+    writer: metric_writers.MetricWriter,
+    workdir: str,
+    start_step: int,
+) -> tuple[periodic_actions.ReportProgress, list[periodic_actions.PeriodicAction]]:
+    """The progress report (also the timer of checkpoints, samples and evaluation) and hooks."""
+    report = periodic_actions.ReportProgress(
+        num_train_steps=num_steps, writer=writer, every_steps=config.log_every_steps
+    )
+    hooks: list[periodic_actions.PeriodicAction] = [report]
+    if config.profile_steps > 0 and jax.process_index() == 0:
+        hooks.append(
+            periodic_actions.Profile(
+                logdir=workdir, num_profile_steps=config.profile_steps, first_profile=start_step + 5
+            )
+        )
+    return report, hooks
+
+
+def _evaluate(
+    evaluator: evaluator_lib.Evaluator,
+    generate_from_key: Callable[..., tuple[jax.Array, jax.Array | None]],
+    state: state_lib.GANState,
+    writer: metric_writers.MetricWriter,
+    step: int,
+) -> None:
+    """Scores the current generator(s) on the evaluator's captions and writes the scalars."""
+    images = evaluator.generate_images(
+        functools.partial(generate_from_key, state.sampling_generator, state.stage1_generator),
+        progress=False,
+    )
+    writer.write_scalars(step, evaluator_lib.scalars(evaluator.score(images)))
+
+
+def _write_logged(
+    writer: metric_writers.MetricWriter, workdir: str, step: int, metrics: dict[str, Any]
+) -> None:
+    """Writes a log step's metrics, fetched now (a step late), after checking them."""
+    logged = jax.device_get(metrics)
+    _check_finite(step, logged, workdir)
+    writer.write_scalars(step, logged)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state_lib.GANState:
     """Trains the stage `config.stage` describes, resuming from `workdir` if it has checkpoints.
 
@@ -159,12 +327,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
         workdir, just_logging=jax.process_index() > 0, asynchronous=True
     )
 
-    # Data.
-    train_source = source_lib.load_split(
-        config.data.dataset, "train", config.data.data_dir, text_dim=config.model.text_dim
-    )
-    test_source = source_lib.load_split(
-        config.data.dataset, "test", config.data.data_dir, text_dim=config.model.text_dim
+    train_source, test_source = (
+        source_lib.load_split(
+            config.data.dataset, split, config.data.data_dir, text_dim=config.model.text_dim
+        )
+        for split in ("train", "test")
     )
     # Loaded before the state, so that a metric that cannot run stops the run before it trains.
     evaluator = _make_evaluator(config, test_source, workdir)
@@ -186,52 +353,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
     embedding_norm = embedding_norm_lib.from_source(config, train_source)
     step_config = steps.StepConfig.from_config(config, embedding_norm)
     generators = step_config.generators
-    extra_meta: dict[str, Any] = {"data_process_count": jax.process_count()}
-    if embedding_norm.mode != "scale":
-        # Scaling is all in the config; standardising needs its statistics kept with the model.
-        extra_meta[embedding_norm_lib.META_KEY] = embedding_norm_lib.to_meta(embedding_norm)
-    meta = checkpointing.make_meta(
-        config,
-        text_encoder={"name": config.data.text_encoder, "dim": config.model.text_dim},
-        dataset={"name": config.data.dataset, "train_examples": len(train_source.embeddings)},
-        steps_per_epoch=steps_per_epoch,
-        extra=extra_meta,
-    )
-    create = jax.jit(
-        functools.partial(state_lib.create_state, config, optimizer=optimizer),
-        out_shardings=replicated,
-    )
-    abstract = abstract_state(config, optimizer, mesh)
+    meta = _make_meta(config, len(train_source.embeddings), steps_per_epoch, embedding_norm)
     manager = checkpointing.make_manager(workdir, config.keep_checkpoints)
-    stored_pipeline = None
-    if manager.latest_step() is not None:
-        # From the newest checkpoint that reads; newer damaged ones are moved aside, as this run
-        # will save their steps again.
-        state, stored_meta = checkpointing.restore(manager, abstract, meta, set_aside_damaged=True)
-        stored_pipeline = input_pipeline.PipelineState(**stored_meta["pipeline"])
-        logging.info("Resumed from step %d in %s.", int(state.step), workdir)
-    else:
-        stage1_variables = None
-        if config.stage == 2:
-            stage1_variables, _ = checkpointing.restore_stage1_generator(
-                config.stage1_workdir, config.stage1_step, abstract.stage1_generator, meta
-            )
-        state = create(jax.random.key(config.seed), stage1_variables=stage1_variables)
-    if jax.process_index() == 0:
-        # Only now: a config that does not fit the workdir's checkpoints has stopped by here,
-        # and must not overwrite the record of the config that does.
-        directory = epath.Path(workdir)
-        (directory / "config.txt").write_text(str(config))
-        (directory / "command.txt").write_text(" ".join(sys.argv) + "\n")
-    if state.generator_ema is not None:
-        logging.info(
-            "Keeping a moving average of G (decay %g): sample grids, evaluation and the "
-            "checkpoints' generator_ema item use it.",
-            train_config.ema_decay,
-        )
-    if jax.process_index() == 0:
-        parameter_overview.log_parameter_overview(state.generator.params, msg="Generator")
-        parameter_overview.log_parameter_overview(state.discriminator.params, msg="Discriminator")
+    state, stored_pipeline = _resume_or_create(config, workdir, manager, optimizer, mesh, meta)
+    _log_state(state, train_config)
 
     train_step = jax.jit(
         functools.partial(steps.train_step, step_config, optimizer),
@@ -245,47 +370,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
     generate_from_key = jax.jit(
         functools.partial(generation.generate_from_key, generators), out_shardings=replicated
     )
-    sample_embedding, sample_noise, sample_captions = _sample_inputs(
-        generators, test_source, config.seed
-    )
-    g_rate, d_rate = state_lib.learning_rates(train_config)
-    schedules = {
-        "learning_rate": state_lib.learning_rate_schedule(train_config, steps_per_epoch, g_rate)
-    }
-    if d_rate != g_rate:
-        schedules["d_learning_rate"] = state_lib.learning_rate_schedule(
-            train_config, steps_per_epoch, d_rate
-        )
-
+    sample_inputs = _sample_inputs(generators, test_source, config.seed)
+    schedules = _learning_rate_schedules(train_config, steps_per_epoch)
     start_step = int(state.step)
-    pipeline_state, warning = input_pipeline.resume(
-        stored_pipeline, len(train_source), train_config.global_batch_size, start_step
-    )
-    if warning:
-        logging.warning(warning)
-    meta["pipeline"] = dataclasses.asdict(pipeline_state)
-    dataset = input_pipeline.make_dataset(
-        train_source,
-        stage=config.stage,
-        arch=config.model.arch,
-        global_batch_size=train_config.global_batch_size,
-        seed=config.seed,
-        # Training step s (counted from 1) consumes data step s - 1.
-        start_step=pipeline_state.data_step(start_step),
-    )
-    batches = input_pipeline.global_batches(dataset, mesh)
-
-    hooks = [
-        report := periodic_actions.ReportProgress(
-            num_train_steps=num_steps, writer=writer, every_steps=config.log_every_steps
-        )
-    ]
-    if config.profile_steps > 0 and jax.process_index() == 0:
-        hooks.append(
-            periodic_actions.Profile(
-                logdir=workdir, num_profile_steps=config.profile_steps, first_profile=start_step + 5
-            )
-        )
+    batches = _training_batches(config, train_source, stored_pipeline, start_step, mesh, meta)
+    report, hooks = _progress_hooks(config, num_steps, writer, workdir, start_step)
 
     def save(step: int, metrics: dict[str, jax.Array]) -> None:
         # Never save a state that has gone non-finite.
@@ -306,10 +395,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
             for hook in hooks:
                 hook(step)
             if pending is not None:
-                logged_step, logged = pending
-                logged = jax.device_get(logged)
-                _check_finite(logged_step, logged, workdir)
-                writer.write_scalars(logged_step, logged)
+                _write_logged(writer, workdir, *pending)
                 pending = None
             if step % config.log_every_steps == 0 or step == num_steps:
                 now = time.perf_counter()
@@ -319,13 +405,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
                 pending = (step, {**metrics, **rates, "images_per_second": rate})
             if step % config.sample_every_steps == 0 or step == num_steps:
                 with report.timed("sample"):
-                    images = generate(
-                        state.sampling_generator,
-                        state.stage1_generator,
-                        sample_embedding,
-                        sample_noise,
-                    )
-                    _write_samples(writer, workdir, step, images, sample_captions)
+                    _write_samples(writer, workdir, step, generate, state, sample_inputs)
             preempted = stop.signal is not None or manager.reached_preemption(step)
             if step % config.checkpoint_every_steps == 0 or step == num_steps or preempted:
                 save(step, metrics)
@@ -335,17 +415,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
             # After the save, so that a preempted run does not spend its grace period evaluating.
             if evaluator is not None and step % config.eval.every_steps == 0:
                 with report.timed("eval"):
-                    images = evaluator.generate_images(
-                        functools.partial(
-                            generate_from_key, state.sampling_generator, state.stage1_generator
-                        ),
-                        progress=False,
-                    )
-                    writer.write_scalars(step, evaluator_lib.scalars(evaluator.score(images)))
+                    _evaluate(evaluator, generate_from_key, state, writer, step)
     if pending is not None:
-        logged = jax.device_get(pending[1])
-        _check_finite(pending[0], logged, workdir)
-        writer.write_scalars(pending[0], logged)
+        _write_logged(writer, workdir, *pending)
     manager.wait_until_finished()
     writer.flush()
     if jax.process_count() > 1:
