@@ -11,6 +11,7 @@ input errors too.
 
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from absl import app, flags
 
@@ -37,7 +38,7 @@ def run(main: Callable[[list[str]], None]) -> None:
     app.run(main_reporting_errors, flags_parser=parse_flags)
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """Prints `error: message` on stderr and exits with status 1."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(1)
@@ -68,7 +69,6 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
             f"the config has no field {field}; check the overrides {' '.join(overrides)} "
             "(--helpfull lists the fields)"
         )
-    raise AssertionError("unreachable")
 
 
 def _innermost_user_error(error: BaseException | None) -> UserError | None:

@@ -21,7 +21,7 @@ import errno
 import io
 import os
 import pickle
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -90,10 +90,16 @@ def load_pickle(path: str | os.PathLike[str]) -> Any:
     """
     try:
         with open(path, "rb") as f:
+            # Protocols 2 and up start with PROTO and are read as a stream; only a text pickle
+            # (protocol 0 or 1, small in the release) is read whole, to check its line endings.
+            if f.read(1) == pickle.PROTO:
+                f.seek(0)
+                return _unpickle(f, path)
+            f.seek(0)
             data = f.read()
     except FileNotFoundError as e:
         raise FileNotFoundError(errno.ENOENT, "StackGAN pickle not found", os.fspath(path)) from e
-    if has_crlf_damage(data):
+    if _has_crlf_damage(data):
         raise RefusedFileError(
             f"{path} has Windows line endings (CRLF): a text-mode copy, or git with"
             " core.autocrlf, converted this text pickle, so every string in it would end in"
@@ -103,24 +109,29 @@ def load_pickle(path: str | os.PathLike[str]) -> Any:
             """ open(p, 'wb').write(d.replace(b'\\r\\n', b'\\n'))" FILE"""
             " (exact unless a string in the file ended in a carriage return)."
         )
+    return _unpickle(io.BytesIO(data), path)
+
+
+def _unpickle(file: BinaryIO, path: str | os.PathLike[str]) -> Any:
+    """Unpickles `file` with the allow-list; a file that ends early is refused."""
     try:
-        return _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+        return _RestrictedUnpickler(file, encoding="latin1").load()
     except RefusedFileError:
         raise
     except (EOFError, pickle.UnpicklingError) as e:
+        size = os.path.getsize(path)
         raise RefusedFileError(
-            f"{path} is not a whole pickle ({len(data):,} bytes; {e or 'it ends early'});"
+            f"{path} is not a whole pickle ({size:,} bytes; {e or 'it ends early'});"
             " get the file again"
         ) from e
 
 
-def has_crlf_damage(data: bytes) -> bool:
-    """Whether a pickle is a text one (protocol 0 or 1) whose every line ends in CRLF.
+def _has_crlf_damage(data: bytes) -> bool:
+    """Whether every line of a text pickle (protocol 0 or 1) ends in CRLF.
 
     Protocol 0 ends each opcode's argument with a line feed and escapes line breaks inside
     strings, so a carriage return before every line feed means the file was converted to
-    Windows line endings. Protocols 2 and up start with the PROTO opcode (0x80) and hold raw
-    bytes, where the test would mean nothing.
+    Windows line endings. (Protocols 2 and up, which hold raw bytes, never come here.)
     """
     line_feeds = data.count(b"\n")
-    return not data.startswith(b"\x80") and line_feeds > 0 and data.count(b"\r\n") == line_feeds
+    return line_feeds > 0 and data.count(b"\r\n") == line_feeds
