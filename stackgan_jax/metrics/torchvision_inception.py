@@ -36,6 +36,7 @@ import numpy as np
 from stackgan_jax.metrics.inception_net import (
     FEATURE_DIM,
     INPUT_SIZE,
+    ConvBN,
     PoolSpec,
     check_input_shape,
     inception_v3_layers,
@@ -59,25 +60,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 AVG_POOL_3X3_COUNT_PAD = PoolSpec("avg", 3, 1, 1, count_include_pad=True)
 
 
-class BasicConv2d(nn.Module):
-    """torchvision's `BasicConv2d`: convolution (no bias) + inference batch norm + ReLU.
+class BasicConv2d(ConvBN):
+    """torchvision's `BasicConv2d`: `ConvBN`'s layer, but its batch norm has a scale.
 
     Variables: params `conv/kernel` [kh, kw, in, out], `bn/scale`, `bn/bias`; batch_stats
-    `bn/mean`, `bn/var` [out]. The signature is `inception_net.ConvLayer`'s.
-
-    Attributes:
-      features: output channels.
-      kernel_size: (kh, kw).
-      strides: the same stride along both axes.
-      padding: symmetric zero padding (rows, columns).
-      precision: convolution precision; HIGHEST keeps float32 exact on accelerators too.
+    `bn/mean`, `bn/var` [out]. The attributes are `ConvBN`'s.
     """
-
-    features: int
-    kernel_size: tuple[int, int]
-    strides: int = 1
-    padding: tuple[int, int] = (0, 0)
-    precision: jax.lax.Precision = jax.lax.Precision.HIGHEST
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
