@@ -4,6 +4,7 @@ Both must be in place before JAX is imported anywhere. `JAX_NUM_CPU_DEVICES` is 
 `XLA_FLAGS`, which TensorFlow in the same process parses too.
 """
 
+import importlib.util
 import os
 import pathlib
 import subprocess
@@ -33,6 +34,15 @@ jax.config.update("jax_default_matmul_precision", "highest")
 
 # 2 species x 4 images per split: one global batch of 8 per epoch.
 DATASET = "synthetic_birds/4_per_species_2_species"
+
+
+def fixture_script(name):
+    """tests/fixtures/`name`.py as a module (the scripts import torch only in their main)."""
+    path = pathlib.Path(__file__).parent / "fixtures" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def eval_config(metrics, **fields):

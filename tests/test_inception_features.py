@@ -5,13 +5,13 @@ The golden arrays were made by tests/fixtures/make_fid_golden.py (fid-helper-pyt
 (pytorch-fid's network with random weights, `pytorch_fid_random.pth`).
 """
 
-import importlib.util
 import pathlib
 import sys
 
 import numpy as np
 import pytest
 import scipy.special
+from conftest import fixture_script
 
 from stackgan_jax.metrics import (
     inception_features,
@@ -25,16 +25,6 @@ FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 BATCH_SIZE = 8
 
 
-def _golden_script():
-    """tests/fixtures/make_fid_golden.py, for `golden_images` (it imports torch only in main)."""
-    spec = importlib.util.spec_from_file_location(
-        "make_fid_golden", FIXTURES / "make_fid_golden.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def network():
     return inception_weights.load_fid_inception()
@@ -42,7 +32,7 @@ def network():
 
 def _golden_fixture(name):
     """The golden images, and the arrays of tests/fixtures/`name` made from them."""
-    script = _golden_script()
+    script = fixture_script("make_fid_golden")
     images = script.golden_images()
     arrays = dict(np.load(FIXTURES / name))
     assert list(arrays["names"]) == list(images), "golden_images() changed since the fixture"

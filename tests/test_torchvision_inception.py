@@ -7,13 +7,13 @@ statistics (`torchvision_inception_random.pth`, read here without torch), fed by
 `calculate_frechet_distance`.
 """
 
-import importlib.util
 import pathlib
 import sys
 
 import jax
 import numpy as np
 import pytest
+from conftest import fixture_script
 
 from stackgan_jax.metrics import (
     fid,
@@ -30,19 +30,10 @@ WEIGHTS = FIXTURES / "torchvision_inception_random.pth"
 BATCH_SIZE = 16
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location(
-        "make_dfgan_golden", FIXTURES / "make_dfgan_golden.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def golden():
     """The golden images, and the arrays make_dfgan_golden.py computed from them."""
-    script = _script()
+    script = fixture_script("make_dfgan_golden")
     images = script.golden_images()
     with np.load(FIXTURES / "dfgan_golden.npz") as stored:
         arrays = {name: stored[name] for name in stored.files}
@@ -93,7 +84,8 @@ def test_network_matches_torchvision(golden, outputs):
     assert arrays["logits"].std(axis=1).min() > 1
     assert _relative_error(actual["logits"], arrays["logits"]) <= 1e-4
     assert actual["mixed_6e"].shape == (15, 17, 17, 768)
-    mixed_6e = actual["mixed_6e"][:2, ..., :: _script().MIXED_6E_CHANNEL_STRIDE]
+    stride = fixture_script("make_dfgan_golden").MIXED_6E_CHANNEL_STRIDE
+    mixed_6e = actual["mixed_6e"][:2, ..., ::stride]
     assert _relative_error(mixed_6e, arrays["mixed_6e"]) <= 1e-4
     assert actual["pool"].shape == (15, 2048)
     assert _relative_error(actual["pool"], arrays["features"]) <= 1e-4
