@@ -172,11 +172,14 @@ def test_trials_embed_the_test_captions_and_draw_other_classes():
     drawn = classes[trials.mismatched // 10]
     assert trials.mismatched.shape == (30, 99)
     assert not np.any(drawn == classes[[i for i, _ in order]][:, None])
-    with pytest.raises(ValueError, match="the evaluator's test captions"):
-        r_precision_evaluation.prepare_trials(
-            evaluator.Context(source, captions[::-1], "birds", 2, 0, "unused"),
-            vocabulary.wordtoix,
-            encoder,
-            25,
-            np.random.default_rng(0),
-        )
+    # Captions in another order (images scored from a directory) draw by their own images.
+    reordered = r_precision_evaluation.prepare_trials(
+        evaluator.Context(source, captions[::-1], "birds", 2, 0, "unused"),
+        vocabulary.wordtoix,
+        encoder,
+        25,
+        np.random.default_rng(0),
+    )
+    own = classes[[i for i, _ in order][::-1]]
+    assert not np.any(classes[reordered.mismatched // 10] == own[:, None])
+    np.testing.assert_allclose(reordered.true_codes, trials.true_codes[::-1], rtol=1e-5)

@@ -45,7 +45,8 @@ def make_metric(eval_config: ml_collections.ConfigDict, context: Context) -> Met
         ValueError: the dataset has no attribute labels (only `synthetic_birds` has).
     """
     del eval_config  # The metric has no settings.
-    source = context.source
+    source = context.test_split("attributes")
+    captions = context.image_captions("attributes")
     if not source.attributes:
         raise ConfigError(
             f"the attributes metric needs synthetic_birds; {context.dataset} has no attribute "
@@ -62,7 +63,7 @@ def make_metric(eval_config: ml_collections.ConfigDict, context: Context) -> Met
 
     def metric(images: Images) -> dict[str, Any]:
         report: dict[str, Any] = {
-            name: attribute_accuracy(classifier, stage_images, context.captions)
+            name: attribute_accuracy(classifier, stage_images, captions)
             for name, stage_images in images.items()
         }
         report["real"] = ceiling

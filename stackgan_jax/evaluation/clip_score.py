@@ -27,6 +27,7 @@ def make_metric(eval_config: ml_collections.ConfigDict, context: Context) -> Met
         RefusedFileError: the `.pt` is not a TorchScript archive or state dict.
         ClipWeightsError: the weights are not a ViT CLIP's.
     """
+    captions = context.image_captions("clip_score")
     model = clip_weights.load_clip(eval_config.clip_weights, eval_config.clip_vocab)
     name = f"stage{context.stage}"
     config = model.config
@@ -41,7 +42,7 @@ def make_metric(eval_config: ml_collections.ConfigDict, context: Context) -> Met
     }
 
     def metric(images: Images) -> dict[str, Any]:
-        score = clip_score.clip_score(model, images[name], context.captions, eval_config.batch_size)
+        score = clip_score.clip_score(model, images[name], captions, eval_config.batch_size)
         return {"stage": name, "clip_score": score, "samples": len(images[name])} | described
 
     return metric

@@ -7,7 +7,7 @@ the modules of the metrics asked for, so training without evaluation never loads
 
 import dataclasses
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -40,20 +40,47 @@ class Context:
     """What every metric may need besides `config.eval`.
 
     Attributes:
-        source: the test split.
-        captions: the caption of each image the metrics will be given, in order.
-        dataset: the dataset's name.
-        stage: the generator's stage.
-        seed: the noise seed (and the Inception Score's shuffle seed).
-        workdir: the training workdir (FID caches the real images' statistics in its `eval/`).
+        source: the test split; None when scoring images without a dataset
+            (`evaluate --images_dir` without `--dataset`).
+        captions: the caption of each image the metrics will be given, in order; None for images
+            whose captions are not known (a sample dump without its captions).
+        dataset: the dataset's name, or what the images are.
+        stage: the generator's stage (images larger than 64 pixels count as Stage-II's).
+        seed: the noise seed (and the Inception Score's and R-precision's shuffle seed).
+        workdir: where FID caches the real images' statistics (in its `eval/`); None: no cache.
     """
 
-    source: source_lib.ArraySource
-    captions: list[str]
+    source: source_lib.ArraySource | None
+    captions: list[str] | None
     dataset: str
     stage: int
     seed: int
-    workdir: str
+    workdir: str | None
+
+    def test_split(self, metric: str) -> source_lib.ArraySource:
+        """The test split, for a metric that cannot run without it.
+
+        Raises:
+            ConfigError: there is none; the message says which flag gives it.
+        """
+        if self.source is None:
+            raise ConfigError(
+                f"{metric} needs the dataset's test split: pass --dataset (and --data_dir)"
+            )
+        return self.source
+
+    def image_captions(self, metric: str) -> list[str]:
+        """Each image's caption, for a metric that scores images against them.
+
+        Raises:
+            ConfigError: they are not known; the message says which flag gives them.
+        """
+        if self.captions is None:
+            raise ConfigError(
+                f"{metric} scores each image against its caption, and these images have none:"
+                " pass --captions=FILE, one caption per line in the images' order"
+            )
+        return self.captions
 
 
 def held_out_order(source: source_lib.ArraySource, count: int) -> list[tuple[int, int]]:
@@ -69,6 +96,34 @@ def held_out_order(source: source_lib.ArraySource, count: int) -> list[tuple[int
         for image in range(len(source))
         if caption < source.num_captions[image]
     ][:count]
+
+
+def caption_images(source: source_lib.ArraySource, captions: Sequence[str]) -> np.ndarray:
+    """The test image each caption belongs to, for metrics that need its class.
+
+    The evaluator's own captions (`held_out_order`) map to their images as they were drawn; any
+    other captions (images scored from a directory) by their text, a caption that several test
+    images share to the first of them in `held_out_order`.
+
+    Returns:
+        int [len(captions)] rows of `source`.
+
+    Raises:
+        ConfigError: a caption is not one of the test split's.
+    """
+    order = held_out_order(source, len(captions))
+    if [source.captions[i][c] for i, c in order] == list(captions):
+        return np.array([i for i, _ in order], np.int64)
+    first_image: dict[str, int] = {}
+    for image, caption in held_out_order(source, int(source.num_captions.sum())):
+        first_image.setdefault(source.captions[image][caption], image)
+    missing = [caption for caption in captions if caption not in first_image]
+    if missing:
+        raise ConfigError(
+            f"{len(missing)} of the {len(captions)} captions are not captions of the test split,"
+            f" e.g. {missing[0]!r}; this metric needs each image's test caption"
+        )
+    return np.array([first_image[caption] for caption in captions], np.int64)
 
 
 def held_out_conditions(source: source_lib.ArraySource, count: int) -> tuple[np.ndarray, list[str]]:
@@ -159,17 +214,29 @@ def make_evaluator(
         ValueError: an unknown metric, or `attributes` on a dataset without attribute labels.
         MissingWeightsError: a metric's network is not installed.
     """
+    embeddings, captions = held_out_conditions(source, eval_config.num_samples)
+    context = Context(source, captions, dataset, stage, seed, workdir)
+    metrics = load_metrics(eval_config, context)
+    return Evaluator(embeddings, captions, eval_config.batch_size, seed, metrics)
+
+
+def load_metrics(eval_config: ml_collections.ConfigDict, context: Context) -> dict[str, Metric]:
+    """{name: metric} of `eval_config.metrics`, each module imported only when asked for.
+
+    Raises:
+        ConfigError: an unknown metric, or one that cannot run in this context.
+        MissingWeightsError: a metric's network is not installed.
+    """
     names = tuple(eval_config.metrics)
     unknown = sorted(set(names) - set(METRICS))
     if unknown:
         raise ConfigError(f"unknown metrics {unknown}; choose from {list(METRICS)}")
-    embeddings, captions = held_out_conditions(source, eval_config.num_samples)
-    context = Context(source, captions, dataset, stage, seed, workdir)
-    metrics = {}
-    for name in names:
-        module = importlib.import_module(f"{__package__}.{METRICS[name]}")
-        metrics[name] = module.make_metric(eval_config, context)
-    return Evaluator(embeddings, captions, eval_config.batch_size, seed, metrics)
+    return {
+        name: importlib.import_module(f"{__package__}.{METRICS[name]}").make_metric(
+            eval_config, context
+        )
+        for name in names
+    }
 
 
 def scalars(report: dict[str, Any]) -> dict[str, float]:

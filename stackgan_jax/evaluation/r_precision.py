@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 
 from stackgan_jax.errors import BadFileError, ConfigError
-from stackgan_jax.evaluation.evaluator import Context, Images, Metric, held_out_order
+from stackgan_jax.evaluation.evaluator import Context, Images, Metric, caption_images
 from stackgan_jax.metrics import damsm_captions, damsm_text
 from stackgan_jax.metrics import r_precision as r_precision_lib
 from stackgan_jax.weights import MissingWeightsError
@@ -126,15 +126,14 @@ def prepare_trials(
     """Tokenises, draws and embeds the captions of every trial (see the module docstring).
 
     Raises:
-        ValueError: the context's captions are not the evaluator's test captions.
-        ConfigError: a caption has no word of the vocabulary.
+        ConfigError: there is no test split, no captions, a caption that is not a test caption
+            (`evaluator.caption_images`), or one without a word of the vocabulary.
     """
-    source = context.source
-    order = held_out_order(source, len(context.captions))
-    if [source.captions[i][c] for i, c in order] != list(context.captions):
-        raise ValueError("r_precision needs the evaluator's test captions, in its order")
-    true = [damsm_captions.caption_indices(caption, wordtoix) for caption in context.captions]
-    for caption, indices in zip(context.captions, true, strict=True):
+    source = context.test_split("r_precision")
+    captions = context.image_captions("r_precision")
+    own_images = caption_images(source, captions)
+    true = [damsm_captions.caption_indices(caption, wordtoix) for caption in captions]
+    for caption, indices in zip(captions, true, strict=True):
         if not indices:
             raise ConfigError(
                 f"no word of {caption!r} is in the DAMSM vocabulary: is --damsm_captions the"
@@ -151,7 +150,7 @@ def prepare_trials(
     first = np.concatenate([[0], np.cumsum(counts)[:-1]])
     classes = _classes(np.asarray(source.labels))
     images, captions = r_precision_lib.draw_mismatched(
-        classes[[i for i, _ in order]], classes[drawable], counts, rng
+        classes[own_images], classes[drawable], counts, rng
     )
     rows = first[images] + captions
     true_codes = _embed(encoder, true, words_num, rng)
@@ -180,6 +179,9 @@ def make_metric(eval_config: ml_collections.ConfigDict, context: Context) -> Met
         ValueError: the text encoder and the vocabulary do not belong together.
     """
     paths = weight_paths(eval_config)
+    # Before the encoders load: a context that cannot give trials fails at once.
+    context.test_split("r_precision")
+    context.image_captions("r_precision")
     # Imported here: it needs the torchvision Inception trunk, which no other metric loads.
     from stackgan_jax.metrics import damsm_image
 
