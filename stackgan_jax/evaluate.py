@@ -24,6 +24,24 @@ of the Stage-I images enlarged to 256 px, which Stage-II should beat), `is` (Sta
 Inception Score) and `clip_score` (GALIP's CLIP score: mean cosine similarity of CLIP ViT-B/32
 image and caption features). The flags after --workdir, --step, --seed and --data_dir are the
 fields of `config.eval` (`evaluation.config`), with the same names and help.
+
+`--protocol=stackgan|dfgan` sets those fields as that paper's evaluation did
+(`evaluation.config.PROTOCOLS`); flags given beside it override it.
+
+Any model's images, not only ours (`evaluation.image_files` says which layouts):
+
+    python -m stackgan_jax.evaluate --workdir=runs/birds/stage2 --save_images=runs/birds/images
+    python -m stackgan_jax.evaluate --images_dir=runs/birds/images --dataset=stackgan_birds \
+        --metrics=fid,attributes
+    python -m stackgan_jax.evaluate --images_dir=DFGAN/valid --captions=captions.txt \
+        --protocol=dfgan --ref_stats=bird_val256_FIDK0.npz --fid_weights=... --clip_weights=...
+
+`--save_images` writes the images a checkpoint's evaluation scored, and `--images_dir` on them
+gives that evaluation's numbers again: the same for FID (ttur, pytorch-fid) and IS, which
+round to 8-bit pixels as the files do, and within the 8-bit rounding for the metrics fed floats.
+With `--images_dir` the report goes to DIR/evaluation.json; `--dataset` (a prepared dataset)
+gives the real test images (FID without --ref_stats, attributes) and the captions' classes
+(r_precision).
 """
 
 import functools
@@ -41,6 +59,7 @@ from stackgan_jax import cli, inference
 from stackgan_jax.data import source as source_lib
 from stackgan_jax.evaluation import config as evaluation_config
 from stackgan_jax.evaluation import evaluator as evaluator_lib
+from stackgan_jax.evaluation import image_files
 
 
 def evaluate(
@@ -50,6 +69,7 @@ def evaluate(
     step: int | None = None,
     seed: int = 0,
     data_dir: str | None = None,
+    save_images: str | None = None,
 ) -> dict[str, Any]:
     """Generates images for the test captions and computes `eval_config.metrics` on them.
 
@@ -59,6 +79,8 @@ def evaluate(
         step: checkpoint step; None for the latest.
         seed: noise seed.
         data_dir: TFDS data directory; None for the checkpoint config's.
+        save_images: a new directory to write the generated images and their captions to
+            (`image_files.write_images`); None: none.
 
     Returns:
         The report, also written to <workdir>/eval/step_<N>.json and TensorBoard.
@@ -78,6 +100,8 @@ def evaluate(
     )
     start = time.perf_counter()
     images = evaluator.generate_images(functools.partial(inference.generate, model))
+    if save_images:
+        image_files.write_images(save_images, images, evaluator.captions)
     report: dict[str, Any] = {
         "workdir": workdir,
         "step": model.step,
@@ -94,6 +118,50 @@ def evaluate(
     return report
 
 
+def evaluate_images(
+    images_dir: str,
+    eval_config: ml_collections.ConfigDict,
+    *,
+    captions: str | None = None,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Computes `eval_config.metrics` on a directory of images, ours or any model's.
+
+    Args:
+        images_dir: the images (`image_files.read_images` says which layouts).
+        eval_config: what to evaluate and how; `num_samples` and `batch_size` of generation do
+            not apply (every image is scored).
+        captions: one caption per image; None: images_dir's captions.txt, if any.
+        dataset: a prepared dataset whose test split gives the real images and the captions'
+            classes; None: none (FID then needs `ref_stats`).
+        data_dir: its TFDS data directory.
+        seed: the seed of the Inception Score's shuffle and R-precision's draws.
+
+    Returns:
+        The report, also written to <images_dir>/evaluation.json.
+    """
+    source = source_lib.load_split(dataset, "test", data_dir) if dataset else None
+    dump = image_files.read_images(images_dir, captions)
+    context = evaluator_lib.Context(
+        source, dump.captions, dataset or images_dir, dump.stage, seed, workdir=None
+    )
+    metrics = evaluator_lib.load_metrics(eval_config, context)
+    report: dict[str, Any] = {
+        "images_dir": images_dir,
+        "captions": dump.captions_file,
+        "dataset": dataset,
+        "num_samples": len(dump),
+        "seed": seed,
+    }
+    report |= {name: metric(dump.images) for name, metric in metrics.items()}
+    path = epath.Path(images_dir) / "evaluation.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    logging.info("Wrote %s", path)
+    return report
+
+
 def _write_report(workdir: str, step: int, report: dict[str, Any]) -> None:
     directory = epath.Path(workdir) / "eval"
     directory.mkdir(parents=True, exist_ok=True)
@@ -107,11 +175,29 @@ def _write_report(workdir: str, step: int, report: dict[str, Any]) -> None:
 
 def _define_flags() -> None:
     """The command line's flags (defined only when run as a program, so modules import freely)."""
-    flags.DEFINE_string("workdir", None, "Training workdir to evaluate.", required=True)
+    flags.DEFINE_string("workdir", None, "Training workdir to evaluate (or --images_dir).")
     flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-    flags.DEFINE_integer("seed", 0, "Noise seed.")
+    flags.DEFINE_integer("seed", 0, "Noise seed (and the seed of IS's and R-precision's draws).")
     flags.DEFINE_string(
         "data_dir", None, "TFDS data directory (default: the one the checkpoint was trained with)."
+    )
+    flags.DEFINE_string(
+        "save_images", None, "With --workdir: a new directory to write the scored images to."
+    )
+    flags.DEFINE_string(
+        "images_dir", None, "Score the images of this directory instead of a checkpoint's."
+    )
+    flags.DEFINE_string(
+        "captions", None, "With --images_dir: one caption per image (default: DIR/captions.txt)."
+    )
+    flags.DEFINE_string(
+        "dataset", None, "With --images_dir: the prepared dataset whose test split they match."
+    )
+    flags.DEFINE_enum(
+        "protocol",
+        None,
+        list(evaluation_config.PROTOCOLS),
+        "Set the metrics and sample count as that paper's evaluation did; flags override.",
     )
     # One flag per `config.eval` field (training's `every_steps` aside), named as the field.
     for name, default in evaluation_config.default_config().items():
@@ -127,26 +213,55 @@ def _define_flags() -> None:
 
 
 def eval_config_from_flags() -> ml_collections.ConfigDict:
-    """`config.eval` with the flags' values."""
+    """`config.eval`: the defaults, or `--protocol`'s fields, with the flags given on top."""
     eval_config = evaluation_config.default_config()
+    protocol = flags.FLAGS.protocol if "protocol" in flags.FLAGS else None
+    if protocol:
+        eval_config = evaluation_config.with_protocol(eval_config, protocol)
     for name in eval_config:
-        if name in flags.FLAGS:
+        if name in flags.FLAGS and (flags.FLAGS[name].present or not protocol):
             value = flags.FLAGS[name].value
             eval_config[name] = tuple(value) if name == "metrics" else value
     return eval_config
 
 
+# Flags that belong to one of the two modes only.
+_WORKDIR_ONLY = ("step", "save_images")
+_IMAGES_ONLY = ("captions", "dataset")
+
+
 def main(argv: Sequence[str]) -> None:
-    """Runs `evaluate` with the flags and prints the report."""
+    """Runs `evaluate` (or `evaluate_images`) with the flags and prints the report."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    report = evaluate(
-        flags.FLAGS.workdir,
-        eval_config_from_flags(),
-        step=flags.FLAGS.step,
-        seed=flags.FLAGS.seed,
-        data_dir=flags.FLAGS.data_dir,
-    )
+    FLAGS = flags.FLAGS
+    if (FLAGS.workdir is None) == (FLAGS.images_dir is None):
+        raise app.UsageError("pass one of --workdir (a checkpoint) and --images_dir (images)")
+    wrong = _IMAGES_ONLY if FLAGS.workdir else _WORKDIR_ONLY
+    given = [f"--{name}" for name in wrong if FLAGS[name].present]
+    if given:
+        mode = "--workdir" if FLAGS.workdir else "--images_dir"
+        raise app.UsageError(f"{', '.join(given)} cannot be used with {mode}")
+    eval_config = eval_config_from_flags()
+    if FLAGS.workdir:
+        report = evaluate(
+            FLAGS.workdir,
+            eval_config,
+            step=FLAGS.step,
+            seed=FLAGS.seed,
+            data_dir=FLAGS.data_dir,
+            save_images=FLAGS.save_images,
+        )
+    else:
+        report = evaluate_images(
+            FLAGS.images_dir,
+            eval_config,
+            captions=FLAGS.captions,
+            dataset=FLAGS.dataset,
+            data_dir=FLAGS.data_dir,
+            seed=FLAGS.seed,
+        )
+    report["protocol"] = FLAGS.protocol
     print(json.dumps(report, indent=2))
 
 

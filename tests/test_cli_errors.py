@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import DATASET
+from PIL import Image
 
 REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES = REPOSITORY / "tests" / "fixtures"
@@ -51,6 +52,11 @@ def files(tmp_path):
     np.save(directory / "other_encoder.npy", np.zeros((2, 1024), np.float32))
     whole = (FIXTURES / "pytorch_fid_random.pth").read_bytes()
     (directory / "cut.pth").write_bytes(whole[: len(whole) // 2])
+    (directory / "images").mkdir()
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (64, 64)).save(directory / "images" / name)
+    (directory / "broken").mkdir()
+    (directory / "broken" / "x.png").write_bytes(b"not a png")
     return directory
 
 
@@ -148,6 +154,26 @@ CASES = {
         "stackgan_jax.evaluate",
         lambda f, w, d: [f"--workdir={w}", f"--data_dir={d}", "--metrics=nosuch"],
         "unknown metrics ['nosuch']",
+    ),
+    "evaluate: a workdir and an images dir": (
+        "stackgan_jax.evaluate",
+        lambda f, w, d: [f"--workdir={w}", f"--images_dir={f / 'images'}"],
+        "pass one of --workdir (a checkpoint) and --images_dir (images)",
+    ),
+    "evaluate: captions not one per image": (
+        "stackgan_jax.evaluate",
+        lambda f, w, d: [f"--images_dir={f / 'images'}", f"--captions={f / 'blank.txt'}"],
+        "blank.txt has 3 lines for the 2 images of",
+    ),
+    "evaluate: a file that is not an image": (
+        "stackgan_jax.evaluate",
+        lambda f, w, d: [f"--images_dir={f / 'broken'}", "--metrics=is"],
+        "x.png is not a readable image",
+    ),
+    "evaluate: CLIP score of images without captions": (
+        "stackgan_jax.evaluate",
+        lambda f, w, d: [f"--images_dir={f / 'images'}", "--metrics=clip_score"],
+        "clip_score scores each image against its caption, and these images have none",
     ),
     "embed: empty caption file": (
         "stackgan_jax.text.embed",

@@ -6,7 +6,11 @@ section; `python -m stackgan_jax.evaluate` defines one flag per field below (exc
 reproduced by the CLI with the same settings.
 """
 
+import copy
+
 import ml_collections
+
+from stackgan_jax.errors import ConfigError
 
 # Each field's help text: the CLI's flag help, and the documentation of the config section.
 HELP = {
@@ -73,6 +77,35 @@ HELP = {
         " eval_bird.yml: 25; eval_coco.yml: 20); longer captions keep a random subset."
     ),
 }
+
+
+# The papers' protocols as `config.eval` fields (`evaluate --protocol=NAME`); the weight files
+# each needs are still the user's flags (README, "Sampling and evaluation").
+PROTOCOLS = {
+    # StackGAN (Zhang et al. 2017, Tables 1-2): Inception Score over 30,000 images in 10 splits,
+    # by the fine-tuned Inception (CUB, Oxford-102) or ImageNet's (COCO).
+    "stackgan": {"metrics": ("is",), "num_samples": 30_000},
+    # DF-GAN / GALIP (`test` in code/lib/modules.py): FID by torchvision's Inception over the
+    # test set sampled `sample_times: 10` times, and GALIP's CLIP score of the same images. On
+    # CUB and Oxford-102 (10 captions per test image) 30,000 caption-major samples are every
+    # test caption once: 10 passes.
+    "dfgan": {"metrics": ("fid", "clip_score"), "fid_protocol": "dfgan", "num_samples": 30_000},
+}
+
+
+def with_protocol(
+    eval_config: ml_collections.ConfigDict, protocol: str
+) -> ml_collections.ConfigDict:
+    """A copy of `eval_config` with the fields of `PROTOCOLS[protocol]`.
+
+    Raises:
+        ConfigError: an unknown protocol.
+    """
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol {protocol!r}; choose one of {list(PROTOCOLS)}")
+    updated = copy.deepcopy(eval_config)
+    updated.update(PROTOCOLS[protocol])
+    return updated
 
 
 def default_config() -> ml_collections.ConfigDict:

