@@ -394,6 +394,10 @@ def train_step(
       The new state and scalar metrics.
     """
     optimizers = as_optimizers(optimizer)
+    # Normalised here, not in the input pipeline: the normalisation is part of the trained
+    # model (its statistics live in the checkpoint's meta), so every consumer of raw
+    # embeddings (this step, `generation.generate` for samples, evaluation, Stage-II's frozen
+    # Stage-I, new sentences) applies the one `Generators.embedding_norm`.
     embedding = step_config.generators.embedding_norm(batch["embedding"])
     batch_size = embedding.shape[0]
     d_key, g_key = jax.random.split(
