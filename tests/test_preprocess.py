@@ -6,6 +6,7 @@ from skimage import data as skimage_data
 from sklearn.datasets import load_sample_image
 
 from stackgan_jax.data import preprocess
+from stackgan_jax.errors import BadFileError
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +188,10 @@ def test_read_captions_strips_and_drops_empty_lines(tmp_path):
     path.parent.mkdir(parents=True)
     path.write_bytes(f"  {captions[0]}  \r\n\n   \n{captions[1]}".encode())
     assert preprocess.read_captions(path) == captions
+
+
+def test_a_caption_file_that_is_not_utf8_is_named_with_its_line(tmp_path):
+    path = tmp_path / "x.txt"
+    path.write_bytes("a small bird.\nfrom Mal\xe9.\n".encode("latin-1"))
+    with pytest.raises(BadFileError, match=r"x\.txt is not UTF-8 text: line 2 has the byte 0xe9"):
+        preprocess.read_captions(path)

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from stackgan_jax.errors import BadFileError
+from stackgan_jax.text import caption_file
 
 LOAD_SIZE = 304  # int(256 * 76 / 64): the Stage-II crop size 256 plus a random-crop margin.
 LR_LOAD_SIZE = 76  # LOAD_SIZE / 4: the Stage-I crop size 64 plus a random-crop margin.
@@ -182,6 +183,8 @@ def read_captions(path: str | os.PathLike[str]) -> list[str]:
 
     Returns:
         The captions, stripped, without empty lines.
+
+    Raises:
+        BadFileError: the file is not UTF-8; the message names it, the line and the byte.
     """
-    with open(path, encoding="utf-8") as f:
-        return [line.strip() for line in f if line.strip()]
+    return [line.strip() for line in caption_file.read_lines(path) if line.strip()]
