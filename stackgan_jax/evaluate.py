@@ -225,43 +225,27 @@ def eval_config_from_flags() -> ml_collections.ConfigDict:
     return eval_config
 
 
-# Flags that belong to one of the two modes only.
-_WORKDIR_ONLY = ("step", "save_images")
-_IMAGES_ONLY = ("captions", "dataset")
+# Each mode: (its input flag, its function, its own flags, named as the function's arguments).
+_MODES = (
+    ("workdir", evaluate, ("step", "save_images")),
+    ("images_dir", evaluate_images, ("captions", "dataset")),
+)
 
 
 def main(argv: Sequence[str]) -> None:
     """Runs `evaluate` (or `evaluate_images`) with the flags and prints the report."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    FLAGS = flags.FLAGS
-    if (FLAGS.workdir is None) == (FLAGS.images_dir is None):
+    chosen = [mode for mode in _MODES if flags.FLAGS[mode[0]].value is not None]
+    if len(chosen) != 1:
         raise app.UsageError("pass one of --workdir (a checkpoint) and --images_dir (images)")
-    wrong = _IMAGES_ONLY if FLAGS.workdir else _WORKDIR_ONLY
-    given = [f"--{name}" for name in wrong if FLAGS[name].present]
-    if given:
-        mode = "--workdir" if FLAGS.workdir else "--images_dir"
-        raise app.UsageError(f"{', '.join(given)} cannot be used with {mode}")
-    eval_config = eval_config_from_flags()
-    if FLAGS.workdir:
-        report = evaluate(
-            FLAGS.workdir,
-            eval_config,
-            step=FLAGS.step,
-            seed=FLAGS.seed,
-            data_dir=FLAGS.data_dir,
-            save_images=FLAGS.save_images,
-        )
-    else:
-        report = evaluate_images(
-            FLAGS.images_dir,
-            eval_config,
-            captions=FLAGS.captions,
-            dataset=FLAGS.dataset,
-            data_dir=FLAGS.data_dir,
-            seed=FLAGS.seed,
-        )
-    report["protocol"] = FLAGS.protocol
+    source, function, own = chosen[0]
+    others = [name for mode in _MODES if mode is not chosen[0] for name in mode[2]]
+    misplaced = [f"--{name}" for name in others if flags.FLAGS[name].present]
+    if misplaced:
+        raise app.UsageError(f"{', '.join(misplaced)} cannot be used with --{source}")
+    arguments = {name: flags.FLAGS[name].value for name in ("seed", "data_dir", *own)}
+    report = function(flags.FLAGS[source].value, eval_config_from_flags(), **arguments)
     print(json.dumps(report, indent=2))
 
 
