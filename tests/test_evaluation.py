@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import DATASET, eval_config
+from conftest import DATASET, eval_config, record_calls
 from PIL import Image
 
 from stackgan_jax import evaluate, visualize
@@ -239,3 +239,20 @@ def test_a_protocol_sets_its_fields_and_flags_given_beside_it_override_them():
     assert (stackgan.metrics, stackgan.num_samples) == (("is",), 30_000)
     with pytest.raises(ConfigError, match="unknown protocol 'nosuch'"):
         evaluation_config.with_protocol(stackgan, "nosuch")
+
+
+def test_fid_and_the_imagenet_score_load_pytorch_fids_file_once(monkeypatch, tmp_path):
+    calls = record_calls(monkeypatch, inception_weights, "load_fid_inception")
+    weights = str(FIXTURES / "pytorch_fid_random.pth")
+    ref_stats = tmp_path / "ref.npz"
+    fid.save_statistics(ref_stats, np.zeros(2048), np.eye(2048))
+    config = eval_config(
+        ["fid", "is"], fid_weights=weights, inception_checkpoint=weights, ref_stats=str(ref_stats)
+    )
+    context = evaluator.Context(None, None, "images", 1, 0, None)
+    metrics = evaluator.load_metrics(config, context)
+    assert [call[0] for call in calls] == [weights]
+    images = np.random.default_rng(0).uniform(-1, 1, (10, 64, 64, 3)).astype(np.float32)
+    report = {name: metric({"stage1": images}) for name, metric in metrics.items()}
+    assert report["fid"]["protocol"] == "pytorch-fid"
+    assert report["is"]["classifier"] == "imagenet_1008"

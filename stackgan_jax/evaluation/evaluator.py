@@ -56,6 +56,23 @@ class Context:
     stage: int
     seed: int
     workdir: str | None
+    # What metrics share, loaded once per evaluator (`fid_inception`).
+    shared: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    def fid_inception(self, weights: str | None, protocol: str | None = None) -> Any:
+        """`inception_weights.load_fid_inception(weights, protocol)`, loaded once per evaluator.
+
+        FID and improved-gan's ImageNet IS may both read pytorch-fid's file.
+        """
+        # Imported here: training imports no metric until one is asked for.
+        from stackgan_jax.metrics import inception_weights
+
+        key = f"fid_inception:{weights}"
+        network = self.shared.get(key)
+        if network is None or protocol not in (None, network.protocol):
+            network = inception_weights.load_fid_inception(weights, protocol)
+            self.shared[key] = network
+        return network
 
     def test_split(self, metric: str) -> source_lib.ArraySource:
         """The test split, for a metric that cannot run without it.

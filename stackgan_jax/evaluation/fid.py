@@ -47,9 +47,7 @@ def make_metric(eval_config: ml_collections.ConfigDict, context: Context) -> Met
     """
     stage, ref_stats = context.stage, eval_config.ref_stats
     # .get: configs saved in checkpoints before the field existed lack it.
-    network = inception_weights.load_fid_inception(
-        eval_config.fid_weights, eval_config.get("fid_protocol")
-    )
+    network = context.fid_inception(eval_config.fid_weights, eval_config.get("fid_protocol"))
     size = models.IMAGE_SIZE[stage]
     if ref_stats:
         mu, sigma = fid_lib.load_statistics(ref_stats)

@@ -13,7 +13,7 @@ from typing import Any
 import ml_collections
 
 from stackgan_jax.evaluation.evaluator import Context, Images, Metric
-from stackgan_jax.metrics import inception_features, inception_weights, slim_inception
+from stackgan_jax.metrics import inception_features, slim_inception
 from stackgan_jax.metrics import inception_score as inception_score_lib
 
 
@@ -33,7 +33,7 @@ def make_metric(eval_config: ml_collections.ConfigDict, context: Context) -> Met
     """
     checkpoint = eval_config.inception_checkpoint
     if checkpoint and checkpoint.endswith(".pth"):
-        network = inception_weights.load_fid_inception(checkpoint)
+        network = context.fid_inception(checkpoint)
         inception_features.check_classifier(network)
         probabilities = functools.partial(inception_features.imagenet_probabilities, network)
         classifier = "imagenet_1008"

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stackgan_jax.metrics import clip_net, clip_weights
+from stackgan_jax.metrics.batching import map_batches
 from stackgan_jax.weights import Params
 
 PROTOCOL = "galip"
@@ -77,16 +78,6 @@ def _text_features(config: clip_net.ClipConfig, params: Params, tokens: jax.Arra
     return clip_net.Clip(config).apply(params, tokens, method="encode_text")
 
 
-def _batched(function, inputs: np.ndarray, batch_size: int) -> np.ndarray:
-    """`function` over `inputs` in batches, the last one padded so it compiles once."""
-    outputs = []
-    for start in range(0, len(inputs), batch_size):
-        chunk = inputs[start : start + batch_size]
-        padding = np.repeat(chunk[-1:], batch_size - len(chunk), 0)
-        outputs.append(np.asarray(function(np.concatenate([chunk, padding])))[: len(chunk)])
-    return np.concatenate(outputs)
-
-
 def features(
     model: clip_weights.ClipModel, images: np.ndarray, captions: list[str], batch_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -103,8 +94,10 @@ def features(
     """
     config, params = model.config, model.params
     tokens = model.tokenizer(captions, config.context_length)
-    image = _batched(functools.partial(_image_features, config, params), images, batch_size)
-    text = _batched(functools.partial(_text_features, config, params), tokens, batch_size)
+    image_features = functools.partial(_image_features, config, params)
+    text_features = functools.partial(_text_features, config, params)
+    image = map_batches(image_features, images, batch_size, desc="CLIP images")
+    text = map_batches(text_features, tokens, batch_size, desc="CLIP captions")
     return image, text
 
 

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stackgan_jax.metrics import torchvision_inception
+from stackgan_jax.metrics.batching import map_batches
 from stackgan_jax.untrusted import torch_pickle
 from stackgan_jax.untrusted.errors import RefusedFileError
 from stackgan_jax.weights import Params
@@ -111,13 +112,14 @@ class LoadedImageEncoder:
 
     def image_codes(self, images: np.ndarray, batch_size: int = 50) -> np.ndarray:
         """float32 [N, features] image codes (`emb_cnn_code`) of [-1, 1] images, in batches."""
-        codes = []
-        for start in range(0, len(images), batch_size):
-            chunk = np.asarray(images[start : start + batch_size], np.float32)
-            # Pad the last batch so the network compiles once.
-            padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - len(chunk), 0)])
-            codes.append(np.asarray(_codes(self.module, self.variables, padded))[: len(chunk)])
-        return np.concatenate(codes) if codes else np.zeros((0, self.module.features), np.float32)
+        if not len(images):
+            return np.zeros((0, self.module.features), np.float32)
+        return map_batches(
+            lambda batch: _codes(self.module, self.variables, batch.astype(np.float32)),
+            images,
+            batch_size,
+            desc="DAMSM images",
+        )
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -14,7 +14,7 @@ its bias; `inception_score` computes the score from these probabilities.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.special
 
+from stackgan_jax.metrics.batching import map_batches
 from stackgan_jax.metrics.inception_input import TF_CONVENTION, InputConvention, to_inception_input
 from stackgan_jax.metrics.inception_net import FEATURE_DIM, InceptionV3FID
 from stackgan_jax.metrics.inception_weights import PYTORCH_FID_FILE, FidInception
@@ -58,24 +59,18 @@ def pad_to(batch: Any, size: int) -> Any:
     return jnp.concatenate([batch, jnp.zeros((missing, *batch.shape[1:]), batch.dtype)])
 
 
-def _chunks(
-    images: Any, batch_size: int, quantize: bool | None, convention: InputConvention
+def _mixed_size_chunks(
+    images: Sequence[np.ndarray], batch_size: int, to_input: Callable[[jax.Array], jax.Array]
 ) -> Iterator[tuple[jax.Array, int]]:
-    """(network input padded to batch_size, number of real rows) for consecutive chunks."""
-    to_input = functools.partial(to_inception_input, quantize=quantize, convention=convention)
-    if isinstance(images, np.ndarray | jax.Array):
-        if images.ndim == 3:
-            raise ValueError("pass a batch [N, H, W, C], or a list of [H, W, C] images")
-        for start in range(0, images.shape[0], batch_size):
-            chunk = jnp.asarray(images[start : start + batch_size])
-            yield to_input(pad_to(chunk, batch_size)), chunk.shape[0]
-    else:
-        images = list(images)
-        for start in range(0, len(images), batch_size):
-            group = images[start : start + batch_size]
-            # Each image on its own: a list may mix sizes (one small compile per size).
-            inputs = jnp.concatenate([to_input(jnp.asarray(image)[None]) for image in group])
-            yield pad_to(inputs, batch_size), len(group)
+    """(network input padded to batch_size, number of real rows) for consecutive chunks.
+
+    Each image is converted on its own: a list may mix sizes (one small compile per size).
+    """
+    images = list(images)
+    for start in range(0, len(images), batch_size):
+        group = images[start : start + batch_size]
+        inputs = jnp.concatenate([to_input(jnp.asarray(image)[None]) for image in group])
+        yield pad_to(inputs, batch_size), len(group)
 
 
 def pool3_features(
@@ -105,13 +100,28 @@ def pool3_features(
     Returns:
       float32[N, 2048].
     """
-    outputs = [
-        inception_forward(params, inputs, protocol)[:count]
-        for inputs, count in _chunks(images, batch_size, quantize, convention)
-    ]
-    if not outputs:
+    to_input = functools.partial(to_inception_input, quantize=quantize, convention=convention)
+    if not len(images):
         return np.zeros((0, FEATURE_DIM), np.float32)
-    return np.concatenate(jax.device_get(outputs)).astype(np.float32, copy=False)
+    if isinstance(images, np.ndarray | jax.Array):
+        if images.ndim == 3:
+            raise ValueError("pass a batch [N, H, W, C], or a list of [H, W, C] images")
+        features = map_batches(
+            lambda batch: inception_forward(params, to_input(jnp.asarray(batch)), protocol),
+            images,
+            batch_size,
+            desc="Inception",
+        )
+    else:
+        features = np.concatenate(
+            jax.device_get(
+                [
+                    inception_forward(params, inputs, protocol)[:count]
+                    for inputs, count in _mixed_size_chunks(images, batch_size, to_input)
+                ]
+            )
+        )
+    return features.astype(np.float32, copy=False)
 
 
 def fid_features(

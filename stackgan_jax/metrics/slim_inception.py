@@ -45,7 +45,7 @@ import numpy as np
 from stackgan_jax import visualize
 from stackgan_jax.errors import BadFileError
 from stackgan_jax.metrics import inception_score
-from stackgan_jax.metrics.inception_features import pad_to
+from stackgan_jax.metrics.batching import map_batches
 from stackgan_jax.metrics.inception_net import (
     AVG_POOL_3X3,
     FEATURE_DIM,
@@ -427,11 +427,13 @@ def class_probabilities(
     Returns:
       float64[N, num_classes - 1].
     """
-    batch_size = max(1, min(batch_size, len(images)))
-    logits = []
-    for start in range(0, len(images), batch_size):
-        chunk = preprocess(images[start : start + batch_size])
-        logits.append(slim_forward(params, pad_to(chunk, batch_size))[: len(chunk)])
-    if not logits:
+    if not len(images):
         return np.zeros((0, num_classes_of(params) - 1))
-    return inception_score.known_class_probabilities(np.concatenate(jax.device_get(logits)))
+    batch_size = min(batch_size, len(images))
+    logits = map_batches(
+        lambda batch: slim_forward(params, preprocess(batch)),
+        images,
+        batch_size,
+        desc="IS Inception",
+    )
+    return inception_score.known_class_probabilities(logits)
