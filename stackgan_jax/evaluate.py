@@ -130,7 +130,7 @@ def evaluate_images(
     """Computes `eval_config.metrics` on a directory of images, ours or any model's.
 
     Args:
-        images_dir: the images (`image_files.read_images` says which layouts).
+        images_dir: the images (`image_files.find_images` says which layouts).
         eval_config: what to evaluate and how; `num_samples` and `batch_size` of generation do
             not apply (every image is scored).
         captions: one caption per image; None: images_dir's captions.txt, if any.
@@ -143,11 +143,12 @@ def evaluate_images(
         The report, also written to <images_dir>/evaluation.json.
     """
     source = source_lib.load_split(dataset, "test", data_dir) if dataset else None
-    dump = image_files.read_images(images_dir, captions)
+    dump = image_files.find_images(images_dir, captions)
     context = evaluator_lib.Context(
         source, dump.captions, dataset or images_dir, dump.stage, seed, workdir=None
     )
     metrics = evaluator_lib.load_metrics(eval_config, context)
+    images = image_files.read_images(dump)
     report: dict[str, Any] = {
         "images_dir": images_dir,
         "captions": dump.captions_file,
@@ -155,7 +156,7 @@ def evaluate_images(
         "num_samples": len(dump),
         "seed": seed,
     }
-    report |= {name: metric(dump.images) for name, metric in metrics.items()}
+    report |= {name: metric(images) for name, metric in metrics.items()}
     path = epath.Path(images_dir) / "evaluation.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     logging.info("Wrote %s", path)

@@ -184,25 +184,27 @@ def test_any_directory_of_images_is_read_in_the_order_of_its_paths(tmp_path):
     write_pngs(tmp_path, names, 256)
     (tmp_path / "single" / "notes.txt").write_text("not an image")
     (tmp_path / "captions.txt").write_text("first\nsecond\nthird\n")
-    dump = image_files.read_images(str(tmp_path))
-    assert dump.stage == 2 and list(dump.images) == ["stage2"] and len(dump) == 3
+    dump = image_files.find_images(str(tmp_path))
+    images = image_files.read_images(dump)
+    assert dump.stage == 2 and list(images) == ["stage2"] and len(dump) == 3
     assert dump.captions == ["first", "second", "third"]
     order = sorted(names)
     for i, name in enumerate(order):
         pixels = np.asarray(Image.open(tmp_path / name).convert("RGB"))
-        np.testing.assert_array_equal(visualize.to_uint8(dump.images["stage2"][i]), pixels)
+        np.testing.assert_array_equal(visualize.to_uint8(images["stage2"][i]), pixels)
     other = tmp_path / "other.txt"
     other.write_text("one\ntwo\n")
     with pytest.raises(BadFileError, match="has 2 lines for the 3 images"):
-        image_files.read_images(str(tmp_path), str(other))
+        image_files.find_images(str(tmp_path), str(other))
+    (tmp_path / "captions.txt").unlink()
     write_pngs(tmp_path, ["single/003.c/w_s-1.png"], 64)
     with pytest.raises(BadFileError, match="one stage's images must share a size"):
-        image_files.read_images(str(tmp_path))
+        image_files.read_images(image_files.find_images(str(tmp_path)))
 
 
 def test_images_without_captions_or_dataset_allow_only_the_metrics_that_need_neither(tmp_path):
     write_pngs(tmp_path, ["imgs_n000000_gpu0.png", "imgs_n000001_gpu0.png"], 64)
-    dump = image_files.read_images(str(tmp_path))
+    dump = image_files.find_images(str(tmp_path))
     assert dump.stage == 1 and dump.captions is None
     with pytest.raises(ConfigError, match="pass --captions=FILE"):
         evaluate.evaluate_images(str(tmp_path), eval_config(["clip_score"]))

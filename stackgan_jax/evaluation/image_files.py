@@ -6,13 +6,13 @@
     DIR/stage1/000000.png    the 64x64 images, 8-bit, rounded as `visualize.to_uint8` rounds
     DIR/stage2/000000.png    the 256x256 images (Stage-II checkpoints)
 
-`evaluate --images_dir=DIR` reads that layout back (`read_images`), and any other directory of
-PNG or JPEG files as one stage's images, found recursively and taken in the order of their
-paths: DF-GAN's `eval` dumps (`imgs_n000000_gpu0.png`, generation order) and AttnGAN's or
-DM-GAN's `valid/single/<class>/<image>_s-1.png` alike. Their captions come from `--captions`
-(one per line, in that order) or a `captions.txt` in DIR; those dumps record none, since each of
-those scripts draws a random caption of the test image (only caption-free metrics, FID and IS,
-can score them without it).
+`evaluate --images_dir=DIR` reads that layout back (`find_images`, `read_images`), and any
+other directory of PNG or JPEG files as one stage's images, found recursively and taken in the
+order of their paths: DF-GAN's `eval` dumps (`imgs_n000000_gpu0.png`, generation order) and
+AttnGAN's or DM-GAN's `valid/single/<class>/<image>_s-1.png` alike. Their captions come from
+`--captions` (one per line, in that order) or a `captions.txt` in DIR; those dumps record none,
+since each of those scripts draws a random caption of the test image (only caption-free
+metrics, FID and IS, can score them without it).
 """
 
 from __future__ import annotations
@@ -38,23 +38,24 @@ STAGES = ("stage1", "stage2")
 
 @dataclasses.dataclass(frozen=True)
 class ImageDump:
-    """Images read from a directory.
+    """The images of a directory, found but not yet read (`read_images` reads them).
 
     Attributes:
-        images: {stage name: float32 [n, size, size, 3] in [-1, 1]}: the 8-bit pixels k as
-            k / 127.5 - 1, which `visualize.to_uint8` maps back to k.
+        paths: {stage name: its image files, in order}.
+        size: {stage name: its images' side, read from the first}.
         captions: image i's caption, or None where the directory has none.
         captions_file: where the captions came from, or None.
         stage: the last stage's number (1 or 2).
     """
 
-    images: Images
+    paths: dict[str, list[epath.Path]]
+    size: dict[str, int]
     captions: list[str] | None
     captions_file: str | None
     stage: int
 
     def __len__(self) -> int:
-        return len(self.images[f"stage{self.stage}"])
+        return len(self.paths[f"stage{self.stage}"])
 
 
 def write_images(directory: str, images: Images, captions: list[str]) -> None:
@@ -87,8 +88,11 @@ def write_images(directory: str, images: Images, captions: list[str]) -> None:
     partial.rename(target)
 
 
-def read_images(directory: str, captions_file: str | None = None) -> ImageDump:
+def find_images(directory: str, captions_file: str | None = None) -> ImageDump:
     """The images of `directory` in either layout (see the module docstring), and their captions.
+
+    Only the first image of each stage is opened, so a mistake elsewhere (a weight file that
+    is missing) shows before the images are read.
 
     Args:
         directory: our dump (stage1/, stage2/ and captions.txt), or any directory of images.
@@ -96,25 +100,25 @@ def read_images(directory: str, captions_file: str | None = None) -> ImageDump:
             captions.txt if there is one.
 
     Returns:
-        The images per stage and the captions.
+        The image files per stage and the captions.
 
     Raises:
         FileNotFoundError: `directory` or `captions_file` does not exist.
-        BadFileError: a file is not an image, images of one stage differ in size or are not
-            square, or the captions are not one per image.
+        BadFileError: there are no images, the stages' counts differ, the first image is not a
+            square image, or the captions are not one per image.
     """
     root = epath.Path(directory)
     if not root.is_dir():
         raise FileNotFoundError(f"--images_dir={directory} is not a directory")
-    stage_dirs = [root / stage for stage in STAGES if (root / stage).is_dir()]
-    if stage_dirs:
-        images = {path.name: _read_stage(path) for path in stage_dirs}
-        stage = 2 if "stage2" in images else 1
-    else:
-        only = _read_stage(root)
-        stage = 1 if only.shape[1] == 64 else 2
-        images = {f"stage{stage}": only}
-    counts = {name: len(stage_images) for name, stage_images in images.items()}
+    stage_dirs = {stage: root / stage for stage in STAGES if (root / stage).is_dir()}
+    paths = {stage: _image_paths(path) for stage, path in stage_dirs.items()}
+    size = {stage: _read(stage_paths[0]).shape[0] for stage, stage_paths in paths.items()}
+    if not paths:
+        only = _image_paths(root)
+        side = _read(only[0]).shape[0]
+        name = "stage1" if side == 64 else "stage2"
+        paths, size = {name: only}, {name: side}
+    counts = {stage: len(stage_paths) for stage, stage_paths in paths.items()}
     if len(set(counts.values())) > 1:
         raise BadFileError(f"{directory}: the stages hold different numbers of images, {counts}")
     if captions_file is None and (root / CAPTIONS).exists():
@@ -128,7 +132,31 @@ def read_images(directory: str, captions_file: str | None = None) -> ImageDump:
                 f"{captions_file} has {len(captions)} lines for the {count} images of"
                 f" {directory}: it must hold one caption per image, in the order of their paths"
             )
-    return ImageDump(images, captions, captions_file, stage)
+    stage = 2 if "stage2" in paths else 1
+    return ImageDump(paths, size, captions, captions_file, stage)
+
+
+def read_images(dump: ImageDump) -> Images:
+    """The images of `find_images`, read: {stage name: float32 [n, size, size, 3] in [-1, 1]}.
+
+    The 8-bit pixels k become k / 127.5 - 1, which `visualize.to_uint8` maps back to k.
+
+    Raises:
+        BadFileError: a file is not an image, or is not of its stage's size.
+    """
+    images = {}
+    for stage, paths in dump.paths.items():
+        size = dump.size[stage]
+        images[stage] = pixels = np.empty((len(paths), size, size, 3), np.float32)
+        for i, path in enumerate(tqdm.tqdm(paths, desc=f"reading {stage}", unit=" images")):
+            image = _read(path)
+            if image.shape != pixels.shape[1:]:
+                raise BadFileError(
+                    f"{path} is {image.shape[1]}x{image.shape[0]} but {paths[0]} is"
+                    f" {size}x{size}: one stage's images must share a size"
+                )
+            pixels[i] = image / np.float32(127.5) - 1
+    return images
 
 
 def _image_paths(directory: epath.Path) -> list[epath.Path]:
@@ -153,29 +181,17 @@ def _files_below(directory: epath.Path) -> Iterator[epath.Path]:
             yield path
 
 
-def _read_stage(directory: epath.Path) -> np.ndarray:
-    """float32 [n, size, size, 3] in [-1, 1] of the images below `directory`.
+def _read(path: epath.Path) -> np.ndarray:
+    """uint8 [H, W, 3] pixels of one image file.
 
     Raises:
-        BadFileError: a file is not an image, or the images are not all one square size.
+        BadFileError: the file is not a readable image, or not a square one.
     """
-    paths = _image_paths(directory)
-    images = None
-    for i, path in enumerate(tqdm.tqdm(paths, desc=f"reading {directory}", unit=" images")):
-        try:
-            with Image.open(path) as opened:
-                pixels = np.asarray(opened.convert("RGB"))
-        except (OSError, SyntaxError) as e:  # PIL's errors for truncated or foreign files
-            raise BadFileError(f"{path} is not a readable image: {e}") from None
-        if images is None:
-            height, width = pixels.shape[:2]
-            if height != width:
-                raise BadFileError(f"{path} is {width}x{height}; the images must be square")
-            images = np.empty((len(paths), height, width, 3), np.float32)
-        elif pixels.shape != images.shape[1:]:
-            raise BadFileError(
-                f"{path} is {pixels.shape[1]}x{pixels.shape[0]} but {paths[0]} is"
-                f" {images.shape[2]}x{images.shape[1]}: one stage's images must share a size"
-            )
-        images[i] = pixels / np.float32(127.5) - 1
-    return images
+    try:
+        with path.open("rb") as f, Image.open(f) as opened:
+            pixels = np.asarray(opened.convert("RGB"))
+    except (OSError, SyntaxError) as e:  # PIL's errors for truncated or foreign files
+        raise BadFileError(f"{path} is not a readable image: {e}") from None
+    if pixels.shape[0] != pixels.shape[1]:
+        raise BadFileError(f"{path} is {pixels.shape[1]}x{pixels.shape[0]}; images must be square")
+    return pixels
