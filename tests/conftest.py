@@ -53,6 +53,13 @@ def fixture_script(name):
     return module
 
 
+def embeddings_file(directory, dim):
+    """`directory`/embeddings.npy: two random caption embeddings of `dim`, for the sample CLI."""
+    path = directory / "embeddings.npy"
+    np.save(path, np.random.default_rng(0).normal(size=(2, dim)).astype(np.float32))
+    return path
+
+
 def eval_config(metrics, **fields):
     """`config.eval` as the `evaluate` CLI's defaults make it, with `metrics` and `fields`."""
     config = evaluation_config.default_config()
