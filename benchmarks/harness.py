@@ -20,6 +20,8 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+from absl import flags
+from ml_collections import config_flags
 
 from benchmarks import flops
 from stackgan_jax import models, parallel
@@ -28,6 +30,22 @@ from stackgan_jax import steps as steps_lib
 
 # CUB-200-2011's training split; only sets where the (unused) learning-rate decay falls.
 NOMINAL_TRAIN_EXAMPLES = 8855
+
+
+def define_config_flags() -> tuple[flags.FlagHolder, flags.FlagHolder]:
+    """Defines a benchmark script's --config (a training config) and --batch_size flags.
+
+    Returns:
+      (--config, --batch_size); the script's main marks --config required, and a --batch_size
+      left out means the config's `train.global_batch_size`.
+    """
+    config = config_flags.DEFINE_config_file(
+        "config", None, "Training config, e.g. configs/stage1.py:birds.", lock_config=True
+    )
+    batch_size = flags.DEFINE_integer(
+        "batch_size", None, "Global batch size (default: the config's train.global_batch_size)."
+    )
+    return config, batch_size
 
 
 def configure(

@@ -23,20 +23,15 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 from absl import app, flags
-from ml_collections import config_flags
 
 # `python benchmarks/input_pipeline.py` puts benchmarks/ on the path; imports need the repo root.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from benchmarks import harness  # noqa: E402
 from stackgan_jax import models, parallel  # noqa: E402
 from stackgan_jax.data import input_pipeline  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Training config, e.g. configs/stage1.py:birds.", lock_config=True
-)
-_BATCH_SIZE = flags.DEFINE_integer(
-    "batch_size", None, "Global batch size (default: the config's train.global_batch_size)."
-)
+_CONFIG, _BATCH_SIZE = harness.define_config_flags()
 _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", 1024, "Synthetic examples held in memory.")
 _NUM_CAPTIONS = flags.DEFINE_integer("num_captions", 10, "Caption embeddings per example.")
 _NUM_CLASSES = flags.DEFINE_integer("num_classes", 200, "Class labels drawn (CUB has 200).")

@@ -24,12 +24,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from benchmarks import harness  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Training config, e.g. configs/stage1.py:birds.", lock_config=True
-)
-_BATCH_SIZE = flags.DEFINE_integer(
-    "batch_size", None, "Global batch size (default: the config's train.global_batch_size)."
-)
+_CONFIG, _BATCH_SIZE = harness.define_config_flags()
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps.")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
 _DTYPE = flags.DEFINE_enum(

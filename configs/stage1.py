@@ -8,36 +8,21 @@ e.g. `--config.train.global_batch_size=128`.
 
 from stackgan_jax import presets
 
-# name: (global batch, epochs, learning-rate halvings at these epochs)
 SCHEDULES = {
     # TF reference: ×0.5 at every epoch divisible by 50.
-    "birds": (64, 600, presets.every(50, 600)),
-    "flowers": (64, 600, presets.every(50, 600)),
-    "birds_pytorch": (64, 600, presets.every(50, 600)),
+    "birds": presets.Schedule(64, 600, presets.every(50, 600)),
+    "flowers": presets.Schedule(64, 600, presets.every(50, 600)),
+    "birds_pytorch": presets.Schedule(64, 600, presets.every(50, 600)),
     # StackGAN-Pytorch COCO: 128 per GPU on 2 GPUs, ×0.5 every 20 epochs.
-    "coco": (256, 120, presets.every(20, 120)),
+    "coco": presets.Schedule(256, 120, presets.every(20, 120)),
     # 1,242 steps on the 1,500 training birds: about 8 minutes on 2 idle CPU cores, where the
     # demo's text alignment and FID level off (docs/learning.md).
-    "demo": (32, 27, ()),
+    "demo": presets.Schedule(32, 27, every_steps=(20, 200, 200)),
     # About 830 steps: 4.3 minutes on 2 idle Xeon CPU cores.
-    "demo_stackgan": (32, 18, ()),
-    "debug": (8, 1, ()),
+    "demo_stackgan": presets.Schedule(32, 18, every_steps=(20, 200, 200)),
+    "debug": presets.DEBUG_SCHEDULE,
 }
 
 
 def get_config(name: str = "demo"):
-    config = presets.base_config(name, stage=1)
-    batch, epochs, decay = SCHEDULES[name]
-    config.train.global_batch_size = batch
-    config.train.num_epochs = epochs
-    config.train.lr_decay_epochs = decay
-    if name == "debug":
-        config.train.num_steps = 4
-        config.log_every_steps = 1
-        config.sample_every_steps = 2
-        config.checkpoint_every_steps = 2
-    elif name in ("demo", "demo_stackgan"):
-        config.log_every_steps = 20
-        config.sample_every_steps = 200
-        config.checkpoint_every_steps = 200
-    return config
+    return presets.scheduled_config(name, 1, SCHEDULES)

@@ -186,6 +186,48 @@ def base_config(name: str, stage: int) -> ml_collections.ConfigDict:
     return config
 
 
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """One stage's batch, length and step intervals under a preset name (the config files').
+
+    Attributes:
+      global_batch_size: examples per step, over all devices.
+      num_epochs: epochs to train, unless `num_steps` is set.
+      lr_decay_epochs: epochs at which both learning rates are halved.
+      num_steps: steps to train; -1 derives them from `num_epochs` and the dataset size.
+      every_steps: (log, sample, checkpoint) every this many steps; None keeps
+        `base_config`'s.
+    """
+
+    global_batch_size: int
+    num_epochs: int
+    lr_decay_epochs: tuple[int, ...] = ()
+    num_steps: int = -1
+    every_steps: tuple[int, int, int] | None = None
+
+
+# The `debug` preset's schedule in both stages: four steps, with everything every step or two.
+DEBUG_SCHEDULE = Schedule(8, 1, num_steps=4, every_steps=(1, 2, 2))
+
+
+def scheduled_config(
+    name: str, stage: int, schedules: dict[str, Schedule]
+) -> ml_collections.ConfigDict:
+    """`base_config(name, stage)` with the batch, length and intervals of `schedules[name]`."""
+    config = base_config(name, stage)
+    schedule = schedules[name]
+    config.train.global_batch_size = schedule.global_batch_size
+    config.train.num_epochs = schedule.num_epochs
+    config.train.lr_decay_epochs = schedule.lr_decay_epochs
+    config.train.num_steps = schedule.num_steps
+    if schedule.every_steps is not None:
+        log, sample, checkpoint = schedule.every_steps
+        config.log_every_steps = log
+        config.sample_every_steps = sample
+        config.checkpoint_every_steps = checkpoint
+    return config
+
+
 def every(period: int, last: int) -> tuple[int, ...]:
     """Epochs period, 2·period, … strictly before `last`: a step-decay schedule."""
     return tuple(range(period, last, period))

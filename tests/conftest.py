@@ -36,13 +36,28 @@ jax.config.update("jax_default_matmul_precision", "highest")
 DATASET = "synthetic_birds/4_per_species_2_species"
 
 
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+
+
 def fixture_script(name):
-    """tests/fixtures/`name`.py as a module (the scripts import torch only in their main)."""
-    path = pathlib.Path(__file__).parent / "fixtures" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
+    """tests/fixtures/`name`.py as a module (the scripts import torch only in their main).
+
+    The fixtures folder goes on `sys.path`, as it is when a script runs, so that the scripts'
+    imports of each other and of `golden_common` work here too.
+    """
+    if str(FIXTURES) not in sys.path:
+        sys.path.append(str(FIXTURES))
+    spec = importlib.util.spec_from_file_location(name, FIXTURES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def embeddings_file(directory, dim):
+    """`directory`/embeddings.npy: two random caption embeddings of `dim`, for the sample CLI."""
+    path = directory / "embeddings.npy"
+    np.save(path, np.random.default_rng(0).normal(size=(2, dim)).astype(np.float32))
+    return path
 
 
 def eval_config(metrics, **fields):

@@ -22,7 +22,19 @@ from stackgan_jax.models import cpu_conv, layers
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
+# The train_step record's timings and FLOP counts, positive on any machine.
+TRAIN_STEP_MEASURES = (
+    "sec_per_step_median",
+    "sec_per_step_mean",
+    "sec_per_step_pipelined",
+    "images_per_sec",
+    "images_per_sec_pipelined",
+    "model_flops_per_step",
+    "hardware_flops_per_step",
+    "hardware_flops_per_device_step",
+)
 TRAIN_STEP_KEYS = {
+    *TRAIN_STEP_MEASURES,
     "benchmark",
     "platform",
     "device_kind",
@@ -36,16 +48,8 @@ TRAIN_STEP_KEYS = {
     "steps",
     "warmup",
     "compile_s",
-    "sec_per_step_median",
-    "sec_per_step_mean",
-    "sec_per_step_pipelined",
-    "images_per_sec",
-    "images_per_sec_pipelined",
-    "model_flops_per_step",
     "model_flops_per_image",
     "model_flops",
-    "hardware_flops_per_step",
-    "hardware_flops_per_device_step",
     "peak_flops_per_device",
     "peak_flops_basis",
     "mfu",
@@ -92,16 +96,7 @@ def test_train_step_script_prints_one_json_record():
         "float32",
     )
     assert record["device_count"] == 8  # conftest's virtual CPU devices
-    for key in (
-        "sec_per_step_median",
-        "sec_per_step_mean",
-        "sec_per_step_pipelined",
-        "images_per_sec",
-        "images_per_sec_pipelined",
-        "model_flops_per_step",
-        "hardware_flops_per_step",
-        "hardware_flops_per_device_step",
-    ):
+    for key in TRAIN_STEP_MEASURES:
         assert record[key] > 0, key
     assert record["compile_s"] >= 0
     assert record["images_per_sec"] == pytest.approx(8 / record["sec_per_step_median"])
@@ -270,6 +265,13 @@ def bottleneck(size, channels, kernel_inner=3):
 
 # The `debug` preset: text 384, z 16, c 16, gf 16, df 8 (so 8gf = 128, 8df = 64).
 TEXT, Z, C, GF, DF = 384, 16, 16, 16, 8
+# Both Stage-I D encoders start with the same four 4x4 stride-2 down-blocks, 64 -> 4 pixels.
+DOWN_BLOCKS = (
+    conv(32, 4, 3, DF)
+    + conv(16, 4, DF, 2 * DF)
+    + conv(8, 4, 2 * DF, 4 * DF)
+    + conv(4, 4, 4 * DF, 8 * DF)
+)
 
 DEBUG_TF = flops.NetworkMacs(
     generator=(
@@ -283,13 +285,7 @@ DEBUG_TF = flops.NetworkMacs(
         + up(32, GF, 3)  # to_image: an up-block conv without BN
     ),
     stage1_generator=0,
-    d_encoder=(
-        conv(32, 4, 3, DF)
-        + conv(16, 4, DF, 2 * DF)
-        + conv(8, 4, 2 * DF, 4 * DF)
-        + conv(4, 4, 4 * DF, 8 * DF)
-        + bottleneck(4, 8 * DF)
-    ),
+    d_encoder=DOWN_BLOCKS + bottleneck(4, 8 * DF),
     d_conditional=TEXT * C + conv(4, 1, 8 * DF + C, 8 * DF) + conv(1, 4, 8 * DF, 1),
     d_unconditional=0,
 )
@@ -305,12 +301,7 @@ DEBUG_PYTORCH = flops.NetworkMacs(
         + conv(64, 3, GF // 2, 3)
     ),
     stage1_generator=0,
-    d_encoder=(
-        conv(32, 4, 3, DF)
-        + conv(16, 4, DF, 2 * DF)
-        + conv(8, 4, 2 * DF, 4 * DF)
-        + conv(4, 4, 4 * DF, 8 * DF)
-    ),
+    d_encoder=DOWN_BLOCKS,
     d_conditional=conv(4, 3, 8 * DF + C, 8 * DF) + conv(1, 4, 8 * DF, 1),
     d_unconditional=0,
 )

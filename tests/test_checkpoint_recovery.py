@@ -12,15 +12,13 @@ import random
 import re
 import shutil
 import subprocess
-import sys
 import time
 
 import jax
-import numpy as np
 import pytest
-from conftest import debug_config
+from conftest import debug_config, embeddings_file
 from test_sample import run_cli
-from test_train import REPOSITORY, assert_trees_equal, flag_overrides, restore_on
+from test_train import REPOSITORY, STAGE1_RUN, assert_trees_equal, restore_on, train_command
 
 from stackgan_jax import checkpointing, inference, parallel, train
 from stackgan_jax import state as state_lib
@@ -181,8 +179,7 @@ def test_stage2_takes_its_frozen_stage1_generator_from_the_newest_readable_check
 def test_the_clis_fall_back_from_a_damaged_checkpoint_and_refuse_it_by_step(
     damaged_workdir, tmp_path
 ):
-    embeddings = tmp_path / "embeddings.npy"
-    np.save(embeddings, np.random.default_rng(0).normal(size=(2, 384)).astype(np.float32))
+    embeddings = embeddings_file(tmp_path, 384)
     result = run_cli(
         "stackgan_jax.sample",
         f"--workdir={damaged_workdir}",
@@ -265,17 +262,7 @@ def test_sigkill_at_random_moments_then_restarts_end_as_the_uninterrupted_run(
     config, _, uninterrupted = stage1_run
     workdir = tmp_path / "killed"
     checkpoints = str(workdir / "checkpoints")
-    command = [
-        sys.executable,
-        "-m",
-        "stackgan_jax.main",
-        *flag_overrides(
-            "configs/stage1.py",
-            data_dir,
-            workdir,
-            **{"train.num_steps": 4, "checkpoint_every_steps": 2},
-        ),
-    ]
+    command = train_command(data_dir, workdir, **STAGE1_RUN)
     # The matmul precision of the in-process run it is compared with (conftest).
     env = {**os.environ, "JAX_DEFAULT_MATMUL_PRECISION": "highest"}
     rng = random.Random(17)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import test_torch_parity
+from conftest import embeddings_file
 from test_torch_parity import apply_train, nhwc
 from test_untrusted_torch_pickle import write_pth
 
@@ -212,8 +213,7 @@ def test_cli_converts_and_the_sampling_cli_reads_the_workdir(pytorch_releases, t
         f"--workdir={workdir}",
     )
     assert f"Wrote {workdir} (stage 1, step 10)" in converted.stdout
-    embeddings = tmp_path / "embeddings.npy"
-    np.save(embeddings, np.random.default_rng(0).normal(size=(2, 1024)).astype(np.float32))
+    embeddings = embeddings_file(tmp_path, 1024)
     sampled = run(
         "stackgan_jax.sample",
         f"--workdir={workdir}",

@@ -73,6 +73,14 @@ def one_device_mesh():
     return parallel.make_mesh(jax.devices()[:1])
 
 
+def sampled_images(generators, state, embedding, noise):
+    """The 64x64 images `state`'s sampling generator (its average, if any) makes."""
+    images, _ = generation.generate(
+        generators, state.sampling_generator, state.stage1_generator, embedding, noise
+    )
+    return images
+
+
 # --- Direct re-computation of the references' formulas -------------------------------------
 
 
@@ -253,16 +261,8 @@ def test_text_scale_multiplies_the_embedding_in_training_and_generation():
     )
     noise = generation.sample_noise(step_config.generators, jax.random.key(0), BATCH)
     embedding = jnp.asarray(batch["embedding"]) / 3.0
-    images, _ = generation.generate(
-        step_config.generators, new.sampling_generator, new.stage1_generator, embedding, noise
-    )
-    want, _ = generation.generate(
-        want_step_config.generators,
-        new.sampling_generator,
-        new.stage1_generator,
-        embedding * 3.0,
-        noise,
-    )
+    images = sampled_images(step_config.generators, new, embedding, noise)
+    want = sampled_images(want_step_config.generators, new, embedding * 3.0, noise)
     np.testing.assert_allclose(images, want, rtol=1e-5, atol=1e-6)
 
 

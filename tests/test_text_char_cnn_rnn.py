@@ -320,32 +320,41 @@ def test_converts_a_torch7_file(tmp_path, small_weights, dropout_p, dropout_v2):
     np.testing.assert_allclose(encoder.encode(CAPTIONS), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_rejects_a_gru_in_another_module_order(tmp_path, small_weights):
-    encoder = hybrid_cnn_long(small_weights, 0.0, True)
-    gru_modules = next(m for m in encoder.fields["modules"] if m.class_name == "nn.gModule")
-    gru_modules = gru_modules.fields["modules"]
+def module_of(encoder, class_name):
+    """The first module of `encoder` (a hybrid_cnn_long gModule) of torch class `class_name`."""
+    return next(m for m in encoder.fields["modules"] if m.class_name == class_name)
+
+
+def swap_gru_updates(encoder):
+    gru_modules = module_of(encoder, "nn.gModule").fields["modules"]
     gru_modules[4], gru_modules[5] = gru_modules[5], gru_modules[4]  # i2h_update <-> h2h_update
-    write_t7(tmp_path / "swapped.t7", {"protos": {"enc_doc": encoder}})
-    with pytest.raises(RefusedFileError, match="share weights"):
-        char_cnn_rnn_t7.read_char_cnn_rnn_t7(tmp_path / "swapped.t7")
+    return {"protos": {"enc_doc": encoder}}
 
 
-def test_rejects_a_gru_that_keeps_only_its_last_state(tmp_path, small_weights):
-    encoder = hybrid_cnn_long(small_weights, 0.0, True)
-    gru = next(m for m in encoder.fields["modules"] if m.class_name == "nn.gModule")
-    gru.fields["modules"].pop()  # the final MulConstant(1/18) of avg = 1
-    write_t7(tmp_path / "last.t7", {"protos": {"enc_doc": encoder}})
-    with pytest.raises(RefusedFileError, match="average"):
-        char_cnn_rnn_t7.read_char_cnn_rnn_t7(tmp_path / "last.t7")
+def drop_gru_average(encoder):
+    # The final MulConstant(1/18) of avg = 1.
+    module_of(encoder, "nn.gModule").fields["modules"].pop()
+    return {"protos": {"enc_doc": encoder}}
 
 
-def test_rejects_a_cnn_with_another_layer_table(tmp_path, small_weights):
-    encoder = hybrid_cnn_long(small_weights, 0.0, True)
-    cnn = next(m for m in encoder.fields["modules"] if m.class_name == "nn.Sequential")
+def add_cnn_pooling(encoder):
+    cnn = module_of(encoder, "nn.Sequential")
     cnn.fields["modules"].append(nn_module("nn.TemporalMaxPooling", kW=3, dW=2))  # flowers-like
-    write_t7(tmp_path / "flowers.t7", encoder)  # a bare gModule is accepted too
-    with pytest.raises(RefusedFileError, match="CNN layers"):
-        char_cnn_rnn_t7.read_char_cnn_rnn_t7(tmp_path / "flowers.t7")
+    return encoder  # a bare gModule is accepted too
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        pytest.param(swap_gru_updates, "share weights", id="gru_in_another_module_order"),
+        pytest.param(drop_gru_average, "average", id="gru_that_keeps_only_its_last_state"),
+        pytest.param(add_cnn_pooling, "CNN layers", id="cnn_with_another_layer_table"),
+    ],
+)
+def test_rejects_another_network(tmp_path, small_weights, change, error):
+    write_t7(tmp_path / "changed.t7", change(hybrid_cnn_long(small_weights, 0.0, True)))
+    with pytest.raises(RefusedFileError, match=error):
+        char_cnn_rnn_t7.read_char_cnn_rnn_t7(tmp_path / "changed.t7")
 
 
 def test_convert_cli(tmp_path, small_weights):

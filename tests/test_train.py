@@ -28,7 +28,12 @@ from stackgan_jax.weights import MissingWeightsError
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def flag_overrides(config_file, data_dir, workdir, **fields):
+# The fields that make `train_command` run what conftest's `stage1_run` runs.
+STAGE1_RUN = {"train.num_steps": 4, "checkpoint_every_steps": 2}
+
+
+def train_command(data_dir, workdir, **fields):
+    """`python -m stackgan_jax.main` on the Stage-I debug config and DATASET, with `fields`."""
     fields = {
         "data.dataset": DATASET,
         "data.data_dir": data_dir,
@@ -36,7 +41,10 @@ def flag_overrides(config_file, data_dir, workdir, **fields):
         **fields,
     }
     return [
-        f"--config={config_file}:debug",
+        sys.executable,
+        "-m",
+        "stackgan_jax.main",
+        "--config=configs/stage1.py:debug",
         f"--workdir={workdir}",
         *(f"--config.{name}={value}" for name, value in fields.items()),
     ]
@@ -143,17 +151,13 @@ def test_resuming_with_another_architecture_is_refused(stage1_run, data_dir):
 @pytest.mark.slow
 def test_sigterm_saves_the_current_step_and_the_next_run_continues_from_it(data_dir, tmp_path):
     workdir = tmp_path / "run"
-    command = [sys.executable, "-m", "stackgan_jax.main"]
     never = 10**6
-    flags = flag_overrides(
-        "configs/stage1.py",
+    command = train_command(
         data_dir,
         workdir,
         **{"train.num_steps": never, "checkpoint_every_steps": never, "log_every_steps": 1},
     )
-    process = subprocess.Popen(
-        [*command, *flags], stderr=subprocess.PIPE, text=True, cwd=REPOSITORY
-    )
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=REPOSITORY)
     # Wait for a few logged steps, then ask it to stop as a preemption would.
     for line in process.stderr:
         if "] d_fake=" in line and int(line.split("] d_fake=")[0].rsplit("[", 1)[1]) >= 3:
@@ -165,12 +169,8 @@ def test_sigterm_saves_the_current_step_and_the_next_run_continues_from_it(data_
     assert 3 <= stopped_at < never
     assert f"Stopping at step {stopped_at}" in rest
 
-    flags = flag_overrides(
-        "configs/stage1.py", data_dir, workdir, **{"train.num_steps": stopped_at + 2}
-    )
-    result = subprocess.run(
-        [*command, *flags], capture_output=True, text=True, timeout=600, cwd=REPOSITORY
-    )
+    command = train_command(data_dir, workdir, **{"train.num_steps": stopped_at + 2})
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPOSITORY)
     assert result.returncode == 0, result.stderr
     assert f"Resumed from step {stopped_at}" in result.stderr
     manager = checkpointing.make_manager(str(workdir), read_only=True)
@@ -192,15 +192,7 @@ def test_two_processes_of_four_devices_match_one_process_of_eight(stage1_run, da
     processes = [
         subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "stackgan_jax.main",
-                *flag_overrides(
-                    "configs/stage1.py",
-                    data_dir,
-                    workdir,
-                    **{"train.num_steps": 4, "checkpoint_every_steps": 2},
-                ),
+                *train_command(data_dir, workdir, **STAGE1_RUN),
                 "--jax_distributed",
                 f"--coordinator_address={address}",
                 "--num_processes=2",

@@ -24,6 +24,7 @@ from test_steps import (
     one_device_mesh,
     recording,
     run_step,
+    sampled_images,
 )
 
 from configs import stage1 as stage1_configs
@@ -123,20 +124,9 @@ def test_standardised_step_equals_the_reference_step_on_standardised_embeddings(
     assert_trees_close(new.generator.opt_state[1], want_new.generator.opt_state[1])
     assert_trees_close(new.discriminator.opt_state[1], want_new.discriminator.opt_state[1])
     noise = generation.sample_noise(step_config.generators, jax.random.key(0), BATCH)
-    images, _ = generation.generate(
-        step_config.generators,
-        new.sampling_generator,
-        new.stage1_generator,
-        batch["embedding"],
-        noise,
-    )
-    want, _ = generation.generate(
-        generation.Generators.from_config(config),
-        new.sampling_generator,
-        new.stage1_generator,
-        want_batch["embedding"],
-        noise,
-    )
+    images = sampled_images(step_config.generators, new, batch["embedding"], noise)
+    want_generators = generation.Generators.from_config(config)
+    want = sampled_images(want_generators, new, want_batch["embedding"], noise)
     np.testing.assert_allclose(images, want, rtol=1e-5, atol=1e-6)
 
 
@@ -426,13 +416,7 @@ def test_moving_average_weights_and_batchnorm_statistics():
 
     # Generation uses the average.
     noise = generation.sample_noise(step_config.generators, jax.random.key(4), BATCH)
-    images, _ = generation.generate(
-        step_config.generators,
-        state2.sampling_generator,
-        state2.stage1_generator,
-        batch["embedding"],
-        noise,
-    )
+    images = sampled_images(step_config.generators, state2, batch["embedding"], noise)
     want, _, _ = step_config.generators.generator.apply(
         state2.generator_ema, batch["embedding"], noise.z, noise.ca, train=False
     )

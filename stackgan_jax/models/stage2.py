@@ -20,17 +20,10 @@ from stackgan_jax.models.layers import (
     ResidualBlock,
     UpBlock,
     conv_init,
-    down_block,
     leaky_relu,
     tile_condition,
 )
-from stackgan_jax.models.stage1 import (
-    ConditionalHeadPyTorch,
-    ConditionalHeadTF,
-    ContrastiveHead,
-    Discriminator,
-    Projection,
-)
+from stackgan_jax.models.stage1 import DiscriminatorPart, down_blocks
 
 # Stage-I pixels are scaled by this before atanh in the residual form of the Stage-II generator.
 RESIDUAL_RANGE = 0.99
@@ -99,42 +92,27 @@ class Stage2Generator(nn.Module):
         return jnp.tanh(h), mu, logvar
 
 
-class Stage2EncoderTF(nn.Module):
-    """`tf` Stage-II D image encoder (spec §6.1): 256×256×3 → 4×4×8df.
-
-    `norm=False` (opt-in, `config.model.d_batch_norm`) leaves out every BatchNorm.
-    """
-
-    df_dim: int
-    dtype: DType = jnp.float32
-    norm: bool = True
+class Stage2EncoderTF(DiscriminatorPart):
+    """`tf` Stage-II D image encoder (spec §6.1): 256×256×3 → 4×4×8df."""
 
     @nn.compact
     def __call__(self, images: Array, train: bool) -> Array:
         init, df = conv_init("tf"), self.df_dim
-        down = functools.partial(down_block, kernel_init=init, dtype=self.dtype)
         reduce = functools.partial(
             ConvBlock, kernel_size=1, kernel_init=init, norm=self.norm, dtype=self.dtype
         )
-        h = images
-        for i in range(6):
-            h = down(df << i, norm=i > 0 and self.norm, name=f"down{i + 1}")(h, train)
+        h = down_blocks(self, images, 6, init, train)
         h = reduce(16 * df, activation=leaky_relu, name="reduce1")(h, train)
         h = reduce(8 * df, name="reduce2")(h, train)
         return BottleneckResidual(init, leaky_relu, self.dtype, self.norm, name="res")(h, train)
 
 
-class Stage2EncoderPyTorch(nn.Module):
+class Stage2EncoderPyTorch(DiscriminatorPart):
     """`pytorch` Stage-II D image encoder (spec §6.2): six down-blocks, then two 3×3 convs."""
-
-    df_dim: int
-    dtype: DType = jnp.float32
-    norm: bool = True
 
     @nn.compact
     def __call__(self, images: Array, train: bool) -> Array:
         init, df = conv_init("pytorch"), self.df_dim
-        down = functools.partial(down_block, kernel_init=init, dtype=self.dtype)
         reduce = functools.partial(
             ConvBlock,
             kernel_size=3,
@@ -144,9 +122,7 @@ class Stage2EncoderPyTorch(nn.Module):
             activation=leaky_relu,
             dtype=self.dtype,
         )
-        h = images
-        for i in range(6):
-            h = down(df << i, norm=i > 0 and self.norm, name=f"down{i + 1}")(h, train)
+        h = down_blocks(self, images, 6, init, train)
         h = reduce(16 * df, name="reduce1")(h, train)
         return reduce(8 * df, name="reduce2")(h, train)
 
@@ -161,35 +137,3 @@ class UnconditionalHead(nn.Module):
         return LogitConv(conv_init("pytorch"), use_bias=True, dtype=self.dtype, name="logit")(
             features
         )
-
-
-def stage2_discriminator(
-    arch: str,
-    df_dim: int,
-    condition_dim: int,
-    dtype: DType,
-    projection: bool = False,
-    norm: bool = True,
-    contrastive: bool = False,
-) -> Discriminator:
-    """The Stage-II discriminator of `arch` (spec §6.1 / §6.2).
-
-    Opt-in: `projection` adds the `Projection` term, `contrastive` the `ContrastiveHead`;
-    `norm=False` removes its BatchNorms.
-    """
-    extra = dict(
-        projection=Projection(dtype) if projection else None,
-        contrastive=ContrastiveHead(dtype=dtype) if contrastive else None,
-    )
-    if arch == "tf":
-        return Discriminator(
-            Stage2EncoderTF(df_dim, dtype, norm),
-            ConditionalHeadTF(df_dim, condition_dim, dtype, norm),
-            **extra,
-        )
-    return Discriminator(
-        Stage2EncoderPyTorch(df_dim, dtype, norm),
-        ConditionalHeadPyTorch(df_dim, dtype, norm),
-        UnconditionalHead(dtype),
-        **extra,
-    )

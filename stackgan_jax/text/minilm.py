@@ -99,11 +99,20 @@ class BertEmbeddings(nn.Module):
         return layer_norm(cfg, "norm")(embedded)
 
 
-class SelfAttention(nn.Module):
-    """Multi-head scaled dot-product attention over the unmasked keys, then the output dense."""
+class BertLayerModule(nn.Module):
+    """What a part of a BERT layer is configured by.
+
+    Attributes:
+      config: the model's sizes.
+      precision: matmul precision.
+    """
 
     config: BertConfig
     precision: jax.lax.Precision
+
+
+class SelfAttention(BertLayerModule):
+    """Multi-head scaled dot-product attention over the unmasked keys, then the output dense."""
 
     @nn.compact
     def __call__(self, hidden: jax.Array, mask: jax.Array) -> jax.Array:
@@ -126,11 +135,8 @@ class SelfAttention(nn.Module):
         return dense(name="output")(context.reshape(batch, length, features))
 
 
-class TransformerLayer(nn.Module):
+class TransformerLayer(BertLayerModule):
     """One post-LayerNorm BERT layer: attention + residual + LN, GELU MLP + residual + LN."""
-
-    config: BertConfig
-    precision: jax.lax.Precision
 
     @nn.compact
     def __call__(self, hidden: jax.Array, mask: jax.Array) -> jax.Array:

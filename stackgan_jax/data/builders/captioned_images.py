@@ -35,7 +35,6 @@ from stackgan_jax.data.builders.common import (
     InconsistentDataError,
     MissingManualFilesError,
     StackGanBuilder,
-    manual_root,
     missing_files,
     shared_encoder,
 )
@@ -268,11 +267,6 @@ class CaptionedImages(StackGanBuilder):
         """The config's encoder, from `text_encoder_weights` if given."""
         return shared_encoder(self.builder_config.text_encoder, self._text_encoder_weights)
 
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        candidates = captioned_candidates(
-            self.name, manual_root(dl_manager), self.MANUAL_DOWNLOAD_INSTRUCTIONS
-        )
-        return {
-            split: self._generate_examples(split, examples, len(examples))
-            for split, examples in candidates.items()
-        }
+    def split_candidates(self, root: epath.Path | None) -> dict[str, list[Candidate]]:
+        """The folder's examples by split (`captioned_candidates`)."""
+        return captioned_candidates(self.name, root, self.MANUAL_DOWNLOAD_INSTRUCTIONS)

@@ -23,7 +23,6 @@ from stackgan_jax.data.builders.common import (
     InconsistentDataError,
     StackGanBuilder,
     check_release_embeddings,
-    manual_root,
     read_splits,
 )
 from stackgan_jax.untrusted import numpy_pickle, torch7
@@ -171,17 +170,14 @@ class StackganCoco(StackGanBuilder):
       test/val_captions.t7
     """
 
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    def split_candidates(self, root: epath.Path | None) -> dict[str, list[Candidate]]:
+        """Reads the release's train and test files (`read_train`, `read_test`)."""
         readers = {"train": read_train, "test": read_test}
-        splits = read_splits(
+        return read_splits(
             self.name,
-            manual_root(dl_manager),
+            root,
             self.MANUAL_DOWNLOAD_INSTRUCTIONS,
             split_files=SPLIT_FILES,
             read_split=lambda root, split: readers[split](root, split),
             split_paths=image_paths,
         )
-        return {
-            split: self._generate_examples(split, candidates, len(candidates))
-            for split, candidates in splits.items()
-        }

@@ -367,9 +367,10 @@ class StackGanBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Base of the StackGAN builders: the shared schema, ArrayRecord output and skip reporting.
 
     Subclasses set EMBEDDING_DIM (or override `embedding_dim`), may add features with
-    `extra_features`, and return `{split: self._generate_examples(split, candidates, total)}`
-    from `_split_generators`. Those whose candidates carry no embeddings override
-    `text_encoder`, whose vectors `caption_embedder` caches by caption.
+    `extra_features`, and list each split's candidates from the manual directory in
+    `split_candidates` (or override `_split_generators`, returning
+    `{split: self._generate_examples(split, candidates, total)}`). Those whose candidates carry
+    no embeddings override `text_encoder`, whose vectors `caption_embedder` caches by caption.
 
     Attributes:
         skipped_images: {split: keys of the images that could not be decoded}, filled while the
@@ -412,6 +413,27 @@ class StackGanBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def caption_embedder(self) -> CaptionEmbedder:
         """Embeds captions with `text_encoder`; one cache for all splits."""
         return CaptionEmbedder(self.text_encoder(), self.embedding_dim)
+
+    def split_candidates(self, root: epath.Path | None) -> dict[str, list[Candidate]]:
+        """Checks the manual directory's files and lists each split's examples-to-be.
+
+        Args:
+            root: the manual directory, or None if it is missing or empty.
+
+        Returns:
+            {split: candidates}.
+
+        Raises:
+            NotImplementedError: the builder overrides `_split_generators` instead.
+        """
+        raise NotImplementedError(f"{self.name} makes its splits in _split_generators")
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        splits = self.split_candidates(manual_root(dl_manager))
+        return {
+            split: self._generate_examples(split, candidates, len(candidates))
+            for split, candidates in splits.items()
+        }
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(

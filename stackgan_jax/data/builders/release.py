@@ -22,7 +22,6 @@ from stackgan_jax.data.builders.common import (
     InconsistentDataError,
     StackGanBuilder,
     check_release_embeddings,
-    manual_root,
     read_splits,
 )
 from stackgan_jax.untrusted import numpy_pickle
@@ -258,14 +257,9 @@ class _ReleaseBuilder(StackGanBuilder, skip_registration=True):
     RELEASE_NOTES = {"1.0.0": "First release."}
     LAYOUT: ReleaseLayout
 
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        candidates = release_candidates(
-            self.name, manual_root(dl_manager), self.LAYOUT, self.MANUAL_DOWNLOAD_INSTRUCTIONS
-        )
-        return {
-            split: self._generate_examples(split, examples, len(examples))
-            for split, examples in candidates.items()
-        }
+    def split_candidates(self, root: epath.Path | None) -> dict[str, list[Candidate]]:
+        """The release's examples, where LAYOUT says its files are (`release_candidates`)."""
+        return release_candidates(self.name, root, self.LAYOUT, self.MANUAL_DOWNLOAD_INSTRUCTIONS)
 
 
 class StackganBirds(_ReleaseBuilder):
