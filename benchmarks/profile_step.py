@@ -64,7 +64,7 @@ sys.path.insert(0, str(REPO))
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
 
-from benchmarks import harness, op_profile, side_by_side  # noqa: E402
+from benchmarks import harness, hlo_ops, op_profile, side_by_side  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -102,7 +102,7 @@ def profile_ours(
         traces = sorted(glob.glob(f"{directory}/**/*.xplane.pb", recursive=True))
         if not traces:
             raise RuntimeError(f"jax.profiler.trace wrote no xplane.pb under {directory}.")
-        module = op_profile.HloModule.parse(bench.step.as_text())
+        module = hlo_ops.HloModule.parse(bench.step.as_text())
         events = op_profile.read_events(traces[-1], module.name)
     return op_profile.ours_profile(
         module,

@@ -19,6 +19,11 @@ uses its stored averages (`'running'`).
 Noise comes from `fold_in(key(seed), step)`, so a resumed run draws exactly what an
 uninterrupted one would.
 
+Embeddings arrive as the dataset stores them and are normalised here, not in the input
+pipeline: the normalisation is part of the trained model (its statistics live in the
+checkpoint's meta), so every consumer of raw embeddings (this step, `generation.generate` for
+samples and evaluation, new sentences) applies the one `Generators.embedding_norm`.
+
 Opt-in departures from the references (all off in the reference presets; DEVIATIONS.md):
 embedding standardisation (`embedding_norm`), the hinge loss and DF-GAN's matching-aware
 gradient penalty (`gan_loss`, `ma_gp_weight`), XMC-GAN's image–sentence contrastive loss for
@@ -394,10 +399,6 @@ def train_step(
       The new state and scalar metrics.
     """
     optimizers = as_optimizers(optimizer)
-    # Normalised here, not in the input pipeline: the normalisation is part of the trained
-    # model (its statistics live in the checkpoint's meta), so every consumer of raw
-    # embeddings (this step, `generation.generate` for samples, evaluation, Stage-II's frozen
-    # Stage-I, new sentences) applies the one `Generators.embedding_norm`.
     embedding = step_config.generators.embedding_norm(batch["embedding"])
     batch_size = embedding.shape[0]
     d_key, g_key = jax.random.split(

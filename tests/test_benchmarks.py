@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from benchmarks import flops, op_profile
+from benchmarks import flops, hlo_ops, op_profile
 from configs import stage1 as stage1_configs
 from configs import stage2 as stage2_configs
 from stackgan_jax import steps
@@ -193,11 +193,9 @@ def test_compiled_instructions_are_classified():
         jnp.ones((3, 3, 4, features)),
         jnp.ones((8 * 8 * features, 3)),
     )
-    module = op_profile.HloModule.parse(jax.jit(step).lower(*args).compile().as_text())
+    module = hlo_ops.HloModule.parse(jax.jit(step).lower(*args).compile().as_text())
     assert module.name == "jit_step"
-    found = {
-        op_profile.classify_instruction(module, i)[0] for i in module.computations[module.entry]
-    }
+    found = {hlo_ops.classify_instruction(module, i)[0] for i in module.computations[module.entry]}
     assert {"conv_forward", "conv_input_grad", "conv_kernel_grad", "optimizer"} <= found
     assert found <= set(op_profile.CATEGORIES)
 
