@@ -131,8 +131,8 @@ def evaluate_images(
 
     Args:
         images_dir: the images (`image_files.find_images` says which layouts).
-        eval_config: what to evaluate and how; `num_samples` and `batch_size` of generation do
-            not apply (every image is scored).
+        eval_config: what to evaluate and how; `num_samples` does not apply (every image is
+            scored), `batch_size` is CLIP's batch as with --workdir.
         captions: one caption per image; None: images_dir's captions.txt, if any.
         dataset: a prepared dataset whose test split gives the real images and the captions'
             classes; None: none (FID then needs `ref_stats`).
